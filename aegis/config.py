@@ -1,0 +1,99 @@
+"""Every AEGIS knob, read from the environment with the prefix ``AEGIS_``.
+
+Called once at operator start-up (``handlers.lifecycle``), by the CLI, and by
+tests that build their own settings. Invalid values fail at start-up with a
+message naming the environment variable (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import pathlib
+from typing import Annotated, Any
+
+import pydantic
+import pydantic_settings
+
+ENV_PREFIX = "AEGIS_"
+
+
+class SettingsError(ValueError):
+    """Raised when the environment holds an invalid setting; the message names the variable."""
+
+
+class Settings(pydantic_settings.BaseSettings):
+    """Operator settings. Lists are given as JSON (``'["a","b"]'``) or comma-separated text."""
+
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- LLM (Ollama) ---
+    ollama_url: pydantic.AnyHttpUrl = pydantic.Field(
+        default=pydantic.AnyHttpUrl("http://127.0.0.1:11434"),
+        description="Base URL of the Ollama server.",
+    )
+    ollama_model: str = pydantic.Field(default="llama3.2", min_length=1, description="Ollama model name.")
+    llm_timeout_seconds: float = pydantic.Field(default=60.0, gt=0, le=3600, description="Timeout of one LLM call.")
+
+    # --- Namespaces ---
+    watch_namespaces: Annotated[list[str], pydantic_settings.NoDecode] = pydantic.Field(
+        default_factory=list,
+        description="Target namespaces to act on (glob patterns). Empty: all namespaces.",
+    )
+    ignore_namespaces: Annotated[list[str], pydantic_settings.NoDecode] = pydantic.Field(
+        default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease", "aegis-shadow-*"],
+        description="Target namespaces never acted on (glob patterns); wins over watch_namespaces.",
+    )
+
+    # --- Runtime ---
+    state_db: pathlib.Path = pydantic.Field(
+        default=pathlib.Path("aegis-state.sqlite"),
+        description="SQLite file of the LangGraph checkpointer (on a volume in the cluster).",
+    )
+    max_concurrent_incidents: int = pydantic.Field(default=4, ge=1, le=256)
+    kube_workers: int = pydantic.Field(default=8, ge=1, le=128, description="Threads for blocking API calls.")
+    kube_timeout_seconds: float = pydantic.Field(default=15.0, gt=0, le=600, description="Timeout of one API call.")
+    workflow_timeout_seconds: float = pydantic.Field(
+        default=1800.0, gt=0, description="Longest one workflow run may take before it is failed."
+    )
+
+    # --- Evidence ---
+    evidence_max_events: int = pydantic.Field(default=20, ge=1, le=500)
+    evidence_max_pods: int = pydantic.Field(default=10, ge=1, le=200)
+    evidence_log_lines: int = pydantic.Field(default=20, ge=0, le=1000)
+
+    @pydantic.field_validator("watch_namespaces", "ignore_namespaces", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def namespace_allowed(self, namespace: str) -> bool:
+        """Whether AEGIS may act on a target in ``namespace``."""
+        if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.ignore_namespaces):
+            return False
+        if not self.watch_namespaces:
+            return True
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.watch_namespaces)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (plus explicit overrides).
+
+    Raises ``SettingsError`` whose message names each offending ``AEGIS_*`` variable.
+    """
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid AEGIS settings:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,268 @@
+"""Async access to the Kubernetes API through the official (blocking) ``kubernetes`` client.
+
+``Cluster`` runs every call in a bounded thread pool so Kopf's event loop never
+blocks, reads raw JSON (``_preload_content=False``) so objects are the dicts the
+API server sent, applies a timeout to every request, and filters list results
+by label selector on the client side too (cheap, and correct even against API
+servers that ignore selectors).
+
+Built once by ``handlers.lifecycle`` (or a test / the demo) and injected into
+the engine and graph nodes; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kubernetes
+
+from aegis import config
+
+# kind -> (API class, method suffix, namespaced)
+_KINDS: dict[str, tuple[str, str]] = {
+    "Pod": ("CoreV1Api", "pod"),
+    "Service": ("CoreV1Api", "service"),
+    "Endpoints": ("CoreV1Api", "endpoints"),
+    "Event": ("CoreV1Api", "event"),
+    "ConfigMap": ("CoreV1Api", "config_map"),
+    "PersistentVolumeClaim": ("CoreV1Api", "persistent_volume_claim"),
+    "Deployment": ("AppsV1Api", "deployment"),
+    "ReplicaSet": ("AppsV1Api", "replica_set"),
+    "StatefulSet": ("AppsV1Api", "stateful_set"),
+    "DaemonSet": ("AppsV1Api", "daemon_set"),
+    "Job": ("BatchV1Api", "job"),
+    "CronJob": ("BatchV1Api", "cron_job"),
+}
+
+
+class ClusterError(RuntimeError):
+    """An API call failed for a reason other than 'not found'; the message says which call and why."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def api_client_from_config(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.ApiClient:
+    """An ApiClient from in-cluster config, else the kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
+    if kubeconfig is None and context is None:
+        try:
+            configuration = kubernetes.client.Configuration()
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            return kubernetes.client.ApiClient(configuration)
+        except kubernetes.config.ConfigException:
+            pass
+    return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
+
+
+def match_labels(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
+    """Whether ``labels`` satisfy a LabelSelector (``{"matchLabels": ..., "matchExpressions": ...}``).
+
+    A Service's plain selector map is passed as ``{"matchLabels": selector}``.
+    """
+    match = (selector or {}).get("matchLabels") or {}
+    expressions = (selector or {}).get("matchExpressions") or []
+    if not match and not expressions:
+        return False  # an empty selector selects nothing for our purposes (workloads always have one)
+    labels = labels or {}
+    if any(labels.get(key) != value for key, value in match.items()):
+        return False
+    for expr in expressions:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selector_string(selector: Mapping[str, str]) -> str:
+    """``{"app": "web"}`` -> ``"app=web"`` for the API's labelSelector parameter."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+
+class Cluster:
+    """The async face of the Kubernetes API that AEGIS uses."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, settings: config.Settings) -> None:
+        self.api_client = api_client
+        self.timeout = settings.kube_timeout_seconds
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.kube_workers, thread_name_prefix="aegis-kube"
+        )
+        self._apis: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+    def _api(self, name: str) -> Any:
+        if name not in self._apis:
+            self._apis[name] = getattr(kubernetes.client, name)(self.api_client)
+        return self._apis[name]
+
+    async def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking call off the loop; decode its JSON. 404 -> None."""
+        kwargs.setdefault("_preload_content", False)
+        kwargs.setdefault("_request_timeout", self.timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ClusterError(f"{what}: HTTP {exc.status} {exc.reason}: {_brief(exc.body)}", exc.status) from exc
+        except Exception as exc:  # connection refused, timeouts, TLS...
+            raise ClusterError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if not kwargs["_preload_content"]:
+            data = response.data
+            if isinstance(data, bytes):
+                data = data.decode("utf-8", "replace")
+            if fn.__name__.endswith("_log"):
+                return data
+            return json.loads(data) if data else {}
+        return response
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object by kind, or None when it does not exist."""
+        api, suffix = _kind(kind)
+        fn = getattr(self._api(api), f"read_namespaced_{suffix}")
+        obj = await self._call(f"get {kind} {namespace}/{name}", fn, name, namespace)
+        return obj if obj else None
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str,
+        *,
+        selector: Mapping[str, Any] | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace, optionally chosen by a LabelSelector."""
+        api, suffix = _kind(kind)
+        fn = getattr(self._api(api), f"list_namespaced_{suffix}")
+        kwargs: dict[str, Any] = {}
+        if selector and selector.get("matchLabels"):
+            kwargs["label_selector"] = selector_string(selector["matchLabels"])
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        result = await self._call(f"list {kind} in {namespace}", fn, namespace, **kwargs)
+        items = list((result or {}).get("items") or [])
+        if selector:
+            items = [item for item in items if match_labels(selector, (item.get("metadata") or {}).get("labels"))]
+        return items
+
+    async def pod_log(
+        self, namespace: str, pod: str, container: str, *, tail_lines: int, previous: bool = False
+    ) -> list[str]:
+        """The last lines a container wrote (its previous instance when ``previous``)."""
+        fn = self._api("CoreV1Api").read_namespaced_pod_log
+        text = await self._call(
+            f"log of {namespace}/{pod}/{container}",
+            fn,
+            pod,
+            namespace,
+            container=container,
+            tail_lines=tail_lines,
+            previous=previous,
+        )
+        if not isinstance(text, str):
+            return []
+        return text.splitlines()[-tail_lines:] if tail_lines else []
+
+    # --- custom objects --------------------------------------------------------------------------
+
+    async def get_custom(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        fn = self._api("CustomObjectsApi").get_namespaced_custom_object
+        obj = await self._call(f"get {plural}.{group} {namespace}/{name}", fn, group, version, namespace, plural, name)
+        return obj if obj else None
+
+    async def list_custom(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        api = self._api("CustomObjectsApi")
+        kwargs: dict[str, Any] = {}
+        if labels:
+            kwargs["label_selector"] = selector_string(labels)
+        if namespace is None:
+            result = await self._call(
+                f"list {plural}.{group}", api.list_cluster_custom_object, group, version, plural, **kwargs
+            )
+        else:
+            result = await self._call(
+                f"list {plural}.{group} in {namespace}",
+                api.list_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                **kwargs,
+            )
+        items = list((result or {}).get("items") or [])
+        if labels:
+            items = [
+                item for item in items if match_labels({"matchLabels": dict(labels)}, item["metadata"].get("labels"))
+            ]
+        return items
+
+    async def create_custom(
+        self, group: str, version: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        fn = self._api("CustomObjectsApi").create_namespaced_custom_object
+        name = body["metadata"]["name"]
+        return await self._call(
+            f"create {plural}.{group} {namespace}/{name}", fn, group, version, namespace, plural, body
+        )
+
+    async def patch_custom(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+    ) -> dict[str, Any] | None:
+        """Merge-patch a custom object (its status subresource when ``status``)."""
+        api = self._api("CustomObjectsApi")
+        fn = api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
+        what = f"patch {plural}.{group} {namespace}/{name}{'/status' if status else ''}"
+        return await self._call(what, fn, group, version, namespace, plural, name, patch)
+
+
+def _kind(kind: str) -> tuple[str, str]:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ClusterError(f"kind {kind!r} is not supported by AEGIS's API access") from None
+
+
+def _brief(body: Any, limit: int = 300) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        message = json.loads(body).get("message") or body
+    except (TypeError, ValueError, AttributeError):
+        message = body
+    return str(message)[:limit]

@@ -1,0 +1,311 @@
+"""Gather evidence about an incident's target from the live cluster.
+
+AEGIS trusts what it reads itself: the target object, its owner chain, its pods'
+statuses, recent Events about any of them, the last log lines of containers that
+crashed, and for a Service its selector, endpoints and the pods around it.
+K8sGPT's texts are kept only as hints. Env var *values* are never collected
+(only names and where they come from), so no Secret value enters the evidence.
+
+Every read that fails becomes a line in ``Evidence.gaps`` instead of an error:
+a partial picture still gets diagnosed. Called by ``graph.nodes.gather``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from aegis import config, models
+from aegis.kube import client
+
+_POD_OWNER_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+
+
+def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    limits: dict[str, dict[str, Any]] = {}
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        resources = container.get("resources") or {}
+        limits[container.get("name", "")] = {
+            "memoryLimit": (resources.get("limits") or {}).get("memory"),
+            "memoryRequest": (resources.get("requests") or {}).get("memory"),
+            "image": container.get("image", ""),
+        }
+    out: list[models.ContainerState] = []
+    statuses = [(True, s) for s in status.get("initContainerStatuses") or []] + [
+        (False, s) for s in status.get("containerStatuses") or []
+    ]
+    seen = set()
+    for init, cs in statuses:
+        name = cs.get("name", "")
+        seen.add(name)
+        state_name, state = next(iter((cs.get("state") or {}).items()), ("", {}))
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        out.append(
+            models.ContainerState(
+                name=name,
+                image=cs.get("image") or limits.get(name, {}).get("image", ""),
+                ready=bool(cs.get("ready")),
+                restartCount=int(cs.get("restartCount") or 0),
+                state=state_name,
+                reason=str((state or {}).get("reason") or ""),
+                message=str((state or {}).get("message") or "")[:1000],
+                exitCode=(state or {}).get("exitCode"),
+                lastReason=str(last.get("reason") or ""),
+                lastExitCode=last.get("exitCode"),
+                memoryLimit=limits.get(name, {}).get("memoryLimit"),
+                memoryRequest=limits.get(name, {}).get("memoryRequest"),
+                init=init,
+            )
+        )
+    for container in spec.get("containers") or []:  # not started yet: no status at all
+        if container.get("name") not in seen:
+            name = container.get("name", "")
+            out.append(
+                models.ContainerState(
+                    name=name,
+                    image=container.get("image", ""),
+                    memoryLimit=limits.get(name, {}).get("memoryLimit"),
+                    memoryRequest=limits.get(name, {}).get("memoryRequest"),
+                )
+            )
+    return out
+
+
+def summarize_pod(pod: dict[str, Any]) -> models.PodSummary:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+    return models.PodSummary(
+        name=meta.get("name", ""),
+        phase=status.get("phase", ""),
+        node=(pod.get("spec") or {}).get("nodeName"),
+        labels=dict(meta.get("labels") or {}),
+        scheduledReason=str(scheduled.get("reason") or "") if scheduled.get("status") != "True" else "",
+        scheduledMessage=str(scheduled.get("message") or "")[:1000] if scheduled.get("status") != "True" else "",
+        containers=_container_states(pod),
+    )
+
+
+def _env_sources(container: dict[str, Any]) -> list[str]:
+    """Env var names and where they come from; never a value."""
+    out = []
+    for env in container.get("env") or []:
+        source = env.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            out.append(f"{env.get('name')} <- secret {ref.get('name')}/{ref.get('key')}")
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            out.append(f"{env.get('name')} <- configmap {ref.get('name')}/{ref.get('key')}")
+        elif source:
+            out.append(f"{env.get('name')} <- {next(iter(source))}")
+        else:
+            out.append(f"{env.get('name')} (literal)")
+    for env_from in container.get("envFrom") or []:
+        for key in ("secretRef", "configMapRef"):
+            if key in env_from:
+                out.append(f"envFrom {key.removesuffix('Ref')} {env_from[key].get('name')}")
+    return out
+
+
+def summarize_target(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a workload, Service or PVC that matter for a diagnosis."""
+    kind = obj.get("kind", "")
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    summary: dict[str, Any] = {"kind": kind, "name": meta.get("name"), "generation": meta.get("generation")}
+    template = (spec.get("jobTemplate") or {}).get("spec", spec).get("template") or (
+        {"spec": spec} if kind == "Pod" else {}
+    )
+    pod_spec = template.get("spec") or {}
+    if pod_spec:
+        summary["containers"] = [
+            {
+                "name": c.get("name"),
+                "image": c.get("image"),
+                "ports": [p.get("containerPort") for p in c.get("ports") or []],
+                "resources": c.get("resources") or {},
+                "env": _env_sources(c),
+                "probes": {p: c[p] for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in c},
+            }
+            for c in pod_spec.get("containers") or []
+        ]
+        if pod_spec.get("nodeSelector"):
+            summary["nodeSelector"] = pod_spec["nodeSelector"]
+        volumes = []
+        for volume in pod_spec.get("volumes") or []:
+            for key in ("configMap", "secret", "persistentVolumeClaim"):
+                if key in volume:
+                    ref = volume[key]
+                    volumes.append(f"{key} {ref.get('name') or ref.get('secretName') or ref.get('claimName')}")
+        if volumes:
+            summary["volumes"] = volumes
+    for key in ("replicas", "selector", "type", "ports", "storageClassName", "resources", "accessModes"):
+        if key in spec and not (kind == "Pod" and key == "ports"):
+            summary[key] = spec[key]
+    for key in ("replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "unavailableReplicas", "phase"):
+        if key in status:
+            summary[f"status.{key}"] = status[key]
+    if status.get("conditions"):
+        summary["conditions"] = [
+            {k: c.get(k) for k in ("type", "status", "reason", "message") if c.get(k)} for c in status["conditions"]
+        ]
+    revision = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision")
+    if revision:
+        summary["revision"] = revision
+    return summary
+
+
+def _event_time(event: dict[str, Any]) -> str:
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("series") or {}).get("lastObservedTime")
+        or event.get("firstTimestamp")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def summarize_event(event: dict[str, Any]) -> models.EventSummary:
+    involved = event.get("involvedObject") or event.get("regarding") or {}
+    return models.EventSummary(
+        type=str(event.get("type") or ""),
+        reason=str(event.get("reason") or ""),
+        message=str(event.get("message") or event.get("note") or "")[:1000],
+        object=f"{involved.get('kind', '')}/{involved.get('name', '')}",
+        count=int(event.get("count") or (event.get("series") or {}).get("count") or 1),
+        lastSeen=_event_time(event),
+    )
+
+
+class EvidenceGatherer:
+    """Reads what the cluster says about one target."""
+
+    def __init__(self, cluster: client.Cluster, settings: config.Settings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+
+    async def gather(self, incident: models.Incident, hints: list[str], now: datetime.datetime) -> models.Evidence:
+        target = incident.target
+        ns = target.namespace
+        gaps: list[str] = []
+
+        async def attempt(what: str, coro: Any, default: Any) -> Any:
+            try:
+                return await coro
+            except client.ClusterError as exc:
+                gaps.append(f"{what}: {exc}")
+                return default
+
+        obj = await attempt(f"read {target}", self.cluster.get(target.kind, ns, target.name), None)
+        evidence = models.Evidence(
+            target=target, ownerChain=incident.owner_chain, hints=list(hints), collectedAt=now, gaps=gaps
+        )
+        if obj is None:
+            evidence.target_found = bool(gaps)  # a failed read is a gap, not proof that the target is gone
+            return evidence
+        evidence.target_summary = summarize_target(obj)
+        spec = obj.get("spec") or {}
+
+        pods: list[dict[str, Any]] = []
+        involved: set[str] = {target.name} | {ref.name for ref in incident.owner_chain}
+        if target.kind == "Pod":
+            pods = [obj]
+        elif target.kind in _POD_OWNER_KINDS or target.kind == "CronJob":
+            selector = spec.get("selector") or ((spec.get("jobTemplate") or {}).get("spec") or {}).get("selector")
+            if selector:
+                pods = await attempt(f"list pods of {target}", self.cluster.list("Pod", ns, selector=selector), [])
+            if target.kind == "Deployment" and selector:
+                replica_sets = await attempt(
+                    f"list ReplicaSets of {target}", self.cluster.list("ReplicaSet", ns, selector=selector), []
+                )
+                involved |= {rs["metadata"]["name"] for rs in replica_sets}
+                evidence.target_summary["replicaSets"] = [
+                    {
+                        "name": rs["metadata"]["name"],
+                        "revision": (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+                        "replicas": (rs.get("status") or {}).get("replicas", 0),
+                        "readyReplicas": (rs.get("status") or {}).get("readyReplicas", 0),
+                        "images": [
+                            c.get("image")
+                            for c in (rs["spec"].get("template") or {}).get("spec", {}).get("containers", [])
+                        ],
+                    }
+                    for rs in replica_sets
+                ]
+        elif target.kind == "Service":
+            selector = spec.get("selector") or {}
+            endpoints = await attempt(
+                f"read endpoints of {target}", self.cluster.get("Endpoints", ns, target.name), None
+            )
+            ready = not_ready = 0
+            for subset in (endpoints or {}).get("subsets") or []:
+                ready += len(subset.get("addresses") or [])
+                not_ready += len(subset.get("notReadyAddresses") or [])
+            if selector:
+                pods = await attempt(
+                    f"list pods selected by {target}",
+                    self.cluster.list("Pod", ns, selector={"matchLabels": selector}),
+                    [],
+                )
+            all_pods = await attempt(f"list pods in {ns}", self.cluster.list("Pod", ns), [])
+            evidence.namespace_pods = [summarize_pod(p) for p in all_pods[: self.settings.evidence_max_pods]]
+            evidence.service = models.ServiceSummary(
+                name=target.name,
+                selector=dict(selector),
+                ports=list(spec.get("ports") or []),
+                readyEndpoints=ready,
+                notReadyEndpoints=not_ready,
+                matchingPods=[p["metadata"]["name"] for p in pods],
+            )
+        elif target.kind == "PersistentVolumeClaim":
+            all_pods = await attempt(f"list pods in {ns}", self.cluster.list("Pod", ns), [])
+            pods = [
+                p
+                for p in all_pods
+                if any(
+                    (v.get("persistentVolumeClaim") or {}).get("claimName") == target.name
+                    for v in (p.get("spec") or {}).get("volumes") or []
+                )
+            ]
+
+        pods = pods[: self.settings.evidence_max_pods]
+        evidence.pods = [summarize_pod(p) for p in pods]
+        involved |= {p["metadata"]["name"] for p in pods}
+
+        events = await attempt(f"list events in {ns}", self.cluster.list("Event", ns), [])
+        relevant = [
+            e for e in events if ((e.get("involvedObject") or e.get("regarding") or {}).get("name")) in involved
+        ]
+        relevant.sort(key=_event_time)
+        evidence.events = [summarize_event(e) for e in relevant[-self.settings.evidence_max_events :]]
+
+        if self.settings.evidence_log_lines:
+            evidence.logs = await self._crash_logs(evidence.pods, ns, attempt)
+        return evidence
+
+    async def _crash_logs(self, pods: list[models.PodSummary], ns: str, attempt: Any) -> dict[str, list[str]]:
+        """Last lines of containers that crashed or exited (at most three containers)."""
+        logs: dict[str, list[str]] = {}
+        for pod in pods:
+            for container in pod.containers:
+                if len(logs) >= 3:
+                    return logs
+                crashed = container.restart_count > 0 or container.last_reason
+                exited = container.state == "terminated"
+                if not (crashed or exited):
+                    continue
+                lines = await attempt(
+                    f"log of {pod.name}/{container.name}",
+                    self.cluster.pod_log(
+                        ns, pod.name, container.name, tail_lines=self.settings.evidence_log_lines, previous=not exited
+                    ),
+                    [],
+                )
+                if lines:
+                    logs[f"{pod.name}/{container.name}"] = lines
+        return logs

@@ -1,0 +1,8 @@
+"""The LangGraph state machine that takes one Incident from intake to report.
+
+``state`` (the one state schema), ``context`` (injected collaborators), one
+module per node in ``nodes``, pure routing functions in ``routing``, ``build``
+(the graph factory), ``engine`` (starts, resumes and bounds workflow runs) and
+``runtime`` (assembles everything for the operator). Imported by ``handlers``;
+imports only ``aegis``.
+"""

@@ -1,0 +1,1 @@
+"""One module per graph node; each exposes an async ``run(state, runtime)``."""

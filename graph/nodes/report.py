@@ -1,0 +1,39 @@
+"""Node ``report``: write the final phase, reason and findings onto the Incident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph import context, recording, state
+
+
+def conclude(current: state.IncidentState) -> tuple[str, str]:
+    """The final (phase, reason) for what the workflow found."""
+    evidence = current.get("evidence") or {}
+    if not evidence.get("targetFound", True):
+        return "Failed", "the target no longer exists; nothing to remediate"
+    diagnosis = current.get("diagnosis") or {}
+    category = diagnosis.get("category", "unknown")
+    if category == "unknown":
+        return "Diagnosed", "no known failure signature matched; needs a human look"
+    return "Diagnosed", f"diagnosed as {category}; remediation is not enabled for this incident (observe)"
+
+
+async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> dict[str, Any]:
+    phase, reason = conclude(current)
+    evidence = current.get("evidence") or {}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "reason": reason,
+        "evidence": {
+            "pods": len(evidence.get("pods") or []),
+            "events": len(evidence.get("events") or []),
+            "gaps": list(evidence.get("gaps") or []),
+        },
+    }
+    if current.get("diagnosis"):
+        status["diagnosis"] = current["diagnosis"]
+    line = await recording.record(runtime.context, current, "report", f"{phase}: {reason}", **status)
+    return {"phase": phase, "reason": reason, "timeline": [line]}

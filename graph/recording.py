@@ -1,0 +1,23 @@
+"""Writing a node's progress onto the Incident's status (phase, timeline, and more).
+
+Every node records through ``record``: one status write with the given fields and
+the node's timeline line appended to what the Incident already shows (lines the
+engine added meanwhile, such as "K8sGPT no longer reports ...", are kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aegis import models
+from graph import context, state
+
+
+async def record(
+    deps: context.Deps, current: state.IncidentState, stage: str, message: str, **status: Any
+) -> dict[str, Any]:
+    """Write ``status`` and append one timeline line; return that line for the state update."""
+    line = models.TimelineEntry(at=deps.clock(), stage=stage, message=message)
+    incident = current["incident"]
+    await deps.incidents.set_status(incident["namespace"], incident["name"], status, [line])
+    return line.dump()

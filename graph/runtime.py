@@ -1,0 +1,51 @@
+"""Assembles a running AEGIS: API access, Incident store, evidence, checkpointer, graph, engine.
+
+``open_runtime`` is an async context manager used by the Kopf start-up handler
+(``handlers.lifecycle``) and by the demo; it owns every resource it opens and
+closes them on exit. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+import kubernetes
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from aegis import config
+from aegis.kube import client, evidence, incidents
+from graph import build, context, engine
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: config.Settings
+    cluster: client.Cluster
+    store: incidents.IncidentStore
+    engine: engine.Engine
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: config.Settings, api_client: kubernetes.client.ApiClient | None = None
+) -> AsyncIterator[Runtime]:
+    """Open everything AEGIS needs; close it all on exit (running workflows get a short grace period)."""
+    cluster = client.Cluster(api_client or client.api_client_from_config(), settings)
+    try:
+        settings.state_db.parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(str(settings.state_db)) as checkpointer:
+            store = incidents.IncidentStore(cluster)
+            deps = context.Deps(
+                settings=settings, incidents=store, gatherer=evidence.EvidenceGatherer(cluster, settings)
+            )
+            the_engine = engine.Engine(
+                settings=settings, cluster=cluster, store=store, deps=deps, graph=build.build_graph(checkpointer)
+            )
+            try:
+                yield Runtime(settings=settings, cluster=cluster, store=store, engine=the_engine)
+            finally:
+                await the_engine.shutdown()
+    finally:
+        cluster.close()

@@ -1,0 +1,11 @@
+"""Kopf entry points: ``kopf run -m handlers`` (or ``aegis run``).
+
+Importing this package registers the handlers (and only that: no client is
+built and no graph compiled at import time). ``lifecycle`` opens the runtime at
+start-up, ``results`` feeds K8sGPT Results to the engine, ``incidents`` resumes
+unfinished Incident workflows.
+"""
+
+from handlers import incidents, lifecycle, results
+
+__all__ = ["incidents", "lifecycle", "results"]

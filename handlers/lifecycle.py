@@ -1,0 +1,48 @@
+"""Operator start-up and clean-up: settings, Kopf tuning, and the AEGIS runtime in Kopf's memo.
+
+A test or the demo may put a ready ``engine`` into the memo (``kopf.Memo(engine=...)``);
+then nothing is built here. Invalid settings stop the operator at start-up with a
+message naming the variable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from aegis import config
+from graph import runtime
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    # Handlers log to Kubernetes Events only for problems (a malformed Result is worth an Event on it).
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    if memo.get("engine") is not None:
+        return
+    try:
+        aegis_settings = config.load_settings()
+    except config.SettingsError as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    stack = contextlib.AsyncExitStack()
+    the_runtime = await stack.enter_async_context(runtime.open_runtime(aegis_settings))
+    memo.exit_stack = stack
+    memo.engine = the_runtime.engine
+    logger.info(
+        "AEGIS ready: state in %s, up to %d concurrent incidents, ignoring namespaces %s",
+        aegis_settings.state_db,
+        aegis_settings.max_concurrent_incidents,
+        ", ".join(aegis_settings.ignore_namespaces) or "none",
+    )
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    stack = memo.get("exit_stack")
+    if stack is not None:
+        await stack.aclose()
+        logger.info("AEGIS stopped; unfinished incidents resume at the next start")
