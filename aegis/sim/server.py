@@ -1,60 +1,80 @@
-"""An emulated Kubernetes API served over HTTP on loopback.
+"""Serve the emulated Kubernetes API on loopback, with a kubeconfig that points at it.
 
-Built on kmock's ``KubernetesEmulator``. ``EmulatedCluster`` runs the emulator
-in a thread with its own event loop, registers the built-in resources and the
-AEGIS / K8sGPT custom resources, and writes a kubeconfig so that Kopf, the
-``kubernetes`` client and ``kubectl`` connect to it like to any cluster.
+``EmulatedCluster`` runs ``SimAPIServer`` in a thread with its own event loop
+(so blocking clients — tests, ``kubectl`` — can use it from the main thread),
+creates the system namespaces and the AEGIS / K8sGPT CRDs, and writes a
+kubeconfig so Kopf, the ``kubernetes`` client and ``kubectl`` connect to it like to
+any cluster. ``serve`` is the async form for code already running a loop.
 
-Used by the integration and e2e tests (and later ``aegis sim serve`` / ``aegis demo``).
+Used by the tests, ``aegis sim serve`` and ``aegis demo``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import kmock
 import yaml
 
+from aegis import crds
+from aegis.sim import apiserver
+
 T = TypeVar("T")
 
-CUSTOM_RESOURCES: dict[str, kmock.ResourceInfo] = {
-    "core.k8sgpt.ai/v1alpha1/results": kmock.ResourceInfo(
-        kind="Result",
-        singular="result",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        subresources={"status"},
-    ),
-    "aegis.dev/v1alpha1/incidents": kmock.ResourceInfo(
-        kind="Incident",
-        singular="incident",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-        subresources={"status"},
-        shortnames={"inc"},
-    ),
-}
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def kubeconfig_for(server_url: str) -> dict[str, Any]:
-    """A kubeconfig document pointing at ``server_url`` with no credentials."""
+    """A kubeconfig document pointing at ``server_url``."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "aegis-sim", "cluster": {"server": server_url}}],
-        "users": [{"name": "aegis-sim", "user": {"token": "aegis-sim"}}],
-        "contexts": [{"name": "aegis-sim", "context": {"cluster": "aegis-sim", "user": "aegis-sim"}}],
+        "users": [{"name": "aegis-sim-admin", "user": {"token": "aegis-sim"}}],
+        "contexts": [{"name": "aegis-sim", "context": {"cluster": "aegis-sim", "user": "aegis-sim-admin"}}],
         "current-context": "aegis-sim",
     }
 
 
+async def bootstrap(api: apiserver.SimAPIServer) -> None:
+    """What a fresh cluster has: system namespaces and (for AEGIS) the Result and Incident CRDs."""
+    namespaces = api._resource(apiserver.Route("", "v1", "namespaces", None, None, None, False))
+    for name in SYSTEM_NAMESPACES:
+        await api._create(namespaces, None, {"metadata": {"name": name}}, {})
+    crd_resource = api._resource(
+        apiserver.Route("apiextensions.k8s.io", "v1", "customresourcedefinitions", None, None, None, False)
+    )
+    for crd in crds.all_crds():
+        await api._create(crd_resource, None, crd, {})
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    kubeconfig: pathlib.Path | None = None, *, host: str = "127.0.0.1", port: int | None = None
+) -> AsyncIterator[tuple[apiserver.SimAPIServer, str]]:
+    """Run the emulated API server in the current loop: yields (server, url)."""
+    async with apiserver.SimAPIServer() as api:
+        api.resources.load_bundled()
+        await bootstrap(api)
+        async with kmock.Server(api, host=host, port=port) as http:
+            url = str(http.url).rstrip("/")
+            if kubeconfig is not None:
+                kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+                kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(url)))
+            try:
+                yield api, url
+            finally:
+                await api.close()
+
+
 class EmulatedCluster:
-    """Runs the emulated API server in a background thread.
+    """The emulated API server in a background thread.
 
     Usage::
 
@@ -66,46 +86,40 @@ class EmulatedCluster:
         self.kubeconfig = kubeconfig
         self._host = host
         self._port = port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="aegis-sim-api", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="aegis-sim-api", daemon=True)
         self._stop: asyncio.Event | None = None
         self._serving: Future[None] | None = None
-        self.emulator: kmock.KubernetesEmulator | None = None
+        self.api: apiserver.SimAPIServer | None = None
         self.url = ""
 
     def __enter__(self) -> EmulatedCluster:
         self._thread.start()
         ready: Future[str] = Future()
-        self._serving = asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
+        self._serving = asyncio.run_coroutine_threadsafe(self._serve(ready), self.loop)
         self.url = ready.result(timeout=30)
-        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(self.url)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            self.loop.call_soon_threadsafe(self._stop.set)
         if self._serving is not None:
             self._serving.result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
-        self._loop.close()
+        self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        """Run a coroutine on the emulator's loop (for direct access to its state)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
+        """Run a coroutine on the server's loop (e.g. to start controllers beside it)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
 
     async def _serve(self, ready: Future[str]) -> None:
         self._stop = asyncio.Event()
         try:
-            async with kmock.KubernetesEmulator() as emulator:
-                emulator.resources.load_bundled()
-                for key, info in CUSTOM_RESOURCES.items():
-                    emulator.resources[key] = info
-                async with kmock.Server(emulator, host=self._host, port=self._port) as server:
-                    self.emulator = emulator
-                    ready.set_result(str(server.url).rstrip("/"))
-                    await self._stop.wait()
+            async with serve(self.kubeconfig, host=self._host, port=self._port) as (api, url):
+                self.api = api
+                ready.set_result(url)
+                await self._stop.wait()
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc)

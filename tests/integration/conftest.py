@@ -41,10 +41,27 @@ class Kube:
         self.apps = kubernetes.client.AppsV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
 
+    def namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
     def create(self, body: dict[str, Any]) -> None:
+        """Create an object (and its namespace); a status in the body is written through /status, as controllers do.
+
+        The server assigns the uid: it is written back into ``body`` so owner references built from it are real.
+        """
         kind, ns = body["kind"], body["metadata"].get("namespace")
+        if ns:
+            self.namespace(ns)
+        status = body.get("status")
+        body["metadata"].pop("uid", None)
         if kind == "Pod":
-            self.core.create_namespaced_pod(ns, body)
+            body["metadata"]["uid"] = self.core.create_namespaced_pod(ns, body).metadata.uid
+            if status:
+                self.core.patch_namespaced_pod_status(body["metadata"]["name"], ns, {"status": status})
         elif kind == "Event":
             self.core.create_namespaced_event(ns, body)
         elif kind == "Service":
@@ -52,11 +69,19 @@ class Kube:
         elif kind == "Endpoints":
             self.core.create_namespaced_endpoints(ns, body)
         elif kind == "Deployment":
-            self.apps.create_namespaced_deployment(ns, body)
+            body["metadata"]["uid"] = self.apps.create_namespaced_deployment(ns, body).metadata.uid
+            if status:
+                self.apps.patch_namespaced_deployment_status(body["metadata"]["name"], ns, {"status": status})
         elif kind == "ReplicaSet":
-            self.apps.create_namespaced_replica_set(ns, body)
+            body["metadata"]["uid"] = self.apps.create_namespaced_replica_set(ns, body).metadata.uid
+            if status:
+                self.apps.patch_namespaced_replica_set_status(body["metadata"]["name"], ns, {"status": status})
         elif kind == "Result":
             self.custom.create_namespaced_custom_object("core.k8sgpt.ai", "v1alpha1", ns, "results", body)
+            if status:
+                self.custom.patch_namespaced_custom_object_status(
+                    "core.k8sgpt.ai", "v1alpha1", ns, "results", body["metadata"]["name"], {"status": status}
+                )
         else:
             raise ValueError(kind)
 

@@ -15,10 +15,12 @@ PULL_TEXT = f'Back-off pulling image "{IMAGE}"'
 
 def arrange_broken_frontend(kube: Kube) -> tuple[dict, dict, dict]:
     deploy = factories.deployment(NS, "frontend", IMAGE)
+    kube.create(deploy)
     rs = factories.replicaset(deploy, "7b9c6d5f4")
+    kube.create(rs)
     pod_a = factories.pod(rs, "x8k2p", state=factories.image_pull_backoff(IMAGE))
     pod_b = factories.pod(rs, "q4wzl", state=factories.image_pull_backoff(IMAGE))
-    for body in (deploy, rs, pod_a, pod_b):
+    for body in (pod_a, pod_b):
         kube.create(body)
     for index, pod in enumerate((pod_a, pod_b)):
         name = pod["metadata"]["name"]
@@ -47,7 +49,7 @@ def settled(kube: Kube, phase: str = "Diagnosed") -> list[dict]:
 
 
 def test_result_becomes_diagnosed_incident_and_duplicates_join(kube: Kube, operator: Operator) -> None:
-    _, pod_a, pod_b = arrange_broken_frontend(kube)
+    deploy, pod_a, pod_b = arrange_broken_frontend(kube)
     operator.start()
 
     first = factories.result(NS, pod_a["metadata"]["name"], [PULL_TEXT])
@@ -62,7 +64,7 @@ def test_result_becomes_diagnosed_incident_and_duplicates_join(kube: Kube, opera
         "namespace": NS,
         "name": "frontend",
         "apiVersion": "apps/v1",
-        "uid": "uid-deploy-frontend",
+        "uid": deploy["metadata"]["uid"],
     }
     assert [ref["kind"] for ref in incident["spec"]["ownerChain"]] == ["Pod", "ReplicaSet"]
     status = incident["status"]

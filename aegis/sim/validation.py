@@ -1,0 +1,215 @@
+"""A subset of the API server's validation, so that a dry-run or a bad patch fails as it would for real.
+
+``validate(kind, obj, old)`` returns ``[(field, message)]``; empty means valid. It
+covers what a remediation can get wrong: names, required fields, container names
+and images, ports, resource quantities (requests within limits), probes, replica
+counts, selectors that must match the template, and immutable fields
+(Deployment selector, PVC spec, Service clusterIP). Used by ``aegis.sim.apiserver``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aegis import quantity
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+Causes = list[tuple[str, str]]
+
+_POD_TEMPLATE_KINDS = {"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job"}
+
+
+def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Causes:
+    causes: Causes = []
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or ""
+    if kind in ("Namespace", "Service") and not _DNS1123_LABEL.match(name):
+        causes.append(
+            (
+                "metadata.name",
+                f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of "
+                "lower case alphanumeric characters or '-'",
+            )
+        )
+    elif kind not in ("Event",) and name and not _DNS1123_SUBDOMAIN.match(name):
+        causes.append(
+            (
+                "metadata.name",
+                f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of "
+                "lower case alphanumeric characters, '-' or '.'",
+            )
+        )
+    for key, value in (meta.get("labels") or {}).items():
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            causes.append(
+                (
+                    f"metadata.labels.{key}",
+                    f"Invalid value: {value!r}: a valid label must be 63 characters "
+                    "or less and consist of alphanumerics, '-', '_' or '.'",
+                )
+            )
+    spec = obj.get("spec") or {}
+    old_spec = (old or {}).get("spec") or {}
+    if kind == "Pod":
+        causes += _pod_spec(spec, "spec")
+    elif kind in _POD_TEMPLATE_KINDS or kind == "CronJob":
+        template = (
+            spec.get("template")
+            if kind != "CronJob"
+            else ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+        )
+        prefix = "spec.template" if kind != "CronJob" else "spec.jobTemplate.spec.template"
+        if not isinstance(template, dict):
+            causes.append((prefix, "Required value"))
+        else:
+            causes += _pod_spec(template.get("spec") or {}, f"{prefix}.spec")
+            if kind != "CronJob" and kind != "Job":
+                causes += _selector(spec, template)
+        replicas = spec.get("replicas")
+        if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
+            causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
+        if old is not None and kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
+            if old_spec.get("selector") != spec.get("selector"):
+                causes.append(("spec.selector", "Invalid value: field is immutable"))
+    elif kind == "Service":
+        for index, port in enumerate(spec.get("ports") or []):
+            if not _port_ok(port.get("port")):
+                causes.append(
+                    (
+                        f"spec.ports[{index}].port",
+                        f"Invalid value: {port.get('port')!r}: must be between 1 and 65535, inclusive",
+                    )
+                )
+            target = port.get("targetPort")
+            if target is not None and not (_port_ok(target) or (isinstance(target, str) and _port_name_ok(target))):
+                causes.append((f"spec.ports[{index}].targetPort", f"Invalid value: {target!r}"))
+        if old is not None and old_spec.get("clusterIP") and spec.get("clusterIP") != old_spec.get("clusterIP"):
+            causes.append(("spec.clusterIP", "Invalid value: field is immutable"))
+    elif kind == "PersistentVolumeClaim":
+        if old is not None:
+            before = {k: v for k, v in old_spec.items() if k not in ("resources", "volumeName")}
+            after = {k: v for k, v in spec.items() if k not in ("resources", "volumeName")}
+            if before != after:
+                causes.append(
+                    (
+                        "spec",
+                        "Forbidden: spec is immutable after creation except resources.requests "
+                        "and volumeAttributesClassName for bound claims",
+                    )
+                )
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        if storage is None:
+            causes.append(("spec.resources[storage]", "Required value"))
+        elif not quantity.valid(storage):
+            causes.append(("spec.resources.requests.storage", f"Invalid value: {storage!r}"))
+    return causes
+
+
+def _port_ok(value: Any) -> bool:
+    return isinstance(value, int) and 1 <= value <= 65535
+
+
+def _port_name_ok(value: str) -> bool:
+    return 1 <= len(value) <= 15 and re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", value) is not None
+
+
+def _selector(spec: dict[str, Any], template: dict[str, Any]) -> Causes:
+    selector = spec.get("selector")
+    if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        return [("spec.selector", "Required value")]
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return [
+                (
+                    "spec.template.metadata.labels",
+                    f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+                )
+            ]
+    return []
+
+
+def _pod_spec(spec: dict[str, Any], prefix: str) -> Causes:
+    causes: Causes = []
+    containers = spec.get("containers")
+    if not containers:
+        return [(f"{prefix}.containers", "Required value")]
+    names: set[str] = set()
+    for group in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(group) or []):
+            path = f"{prefix}.{group}[{index}]"
+            name = container.get("name") or ""
+            if not name:
+                causes.append((f"{path}.name", "Required value"))
+            elif not _DNS1123_LABEL.match(name):
+                causes.append((f"{path}.name", f"Invalid value: {name!r}: a lowercase RFC 1123 label"))
+            elif name in names:
+                causes.append((f"{path}.name", f"Duplicate value: {name!r}"))
+            names.add(name)
+            if not (container.get("image") or "").strip():
+                causes.append((f"{path}.image", "Required value"))
+            for p_index, port in enumerate(container.get("ports") or []):
+                if not _port_ok(port.get("containerPort")):
+                    causes.append(
+                        (
+                            f"{path}.ports[{p_index}].containerPort",
+                            f"Invalid value: {port.get('containerPort')!r}: must be between 1 and 65535, inclusive",
+                        )
+                    )
+            for e_index, env in enumerate(container.get("env") or []):
+                if not _ENV_NAME.match(env.get("name") or ""):
+                    causes.append((f"{path}.env[{e_index}].name", f"Invalid value: {env.get('name')!r}"))
+            causes += _resources(container.get("resources") or {}, f"{path}.resources")
+            for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
+                probe = container.get(probe_name)
+                if isinstance(probe, dict):
+                    causes += _probe(probe, f"{path}.{probe_name}")
+    return causes
+
+
+def _resources(resources: dict[str, Any], path: str) -> Causes:
+    causes: Causes = []
+    limits = resources.get("limits") or {}
+    requests = resources.get("requests") or {}
+    for section, values in (("limits", limits), ("requests", requests)):
+        for resource, value in values.items():
+            if not quantity.valid(value):
+                causes.append(
+                    (
+                        f"{path}.{section}[{resource}]",
+                        f"Invalid value: {value!r}: must match the regular "
+                        "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                    )
+                )
+    for resource, value in requests.items():
+        if resource in limits and quantity.valid(value) and quantity.valid(limits[resource]):
+            if quantity.parse(value) > quantity.parse(limits[resource]):
+                causes.append(
+                    (
+                        f"{path}.requests",
+                        f"Invalid value: {value!r}: must be less than or equal to "
+                        f"{resource} limit of {limits[resource]}",
+                    )
+                )
+    return causes
+
+
+def _probe(probe: dict[str, Any], path: str) -> Causes:
+    handlers = [key for key in ("httpGet", "tcpSocket", "exec", "grpc") if key in probe]
+    if len(handlers) != 1:
+        return [(path, "Required value: must specify a handler type")]
+    handler = probe[handlers[0]]
+    if handlers[0] in ("httpGet", "tcpSocket"):
+        port = handler.get("port")
+        if not (_port_ok(port) or (isinstance(port, str) and _port_name_ok(port))):
+            return [(f"{path}.{handlers[0]}.port", f"Invalid value: {port!r}: must be between 1 and 65535, inclusive")]
+    for field in ("periodSeconds", "failureThreshold", "successThreshold", "timeoutSeconds"):
+        value = probe.get(field)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            return [(f"{path}.{field}", f"Invalid value: {value!r}: must be greater than or equal to 1")]
+    return []
