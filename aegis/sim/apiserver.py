@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -368,10 +369,8 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 if remaining <= 0:
                     break
                 async with self.store.changed:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.store.changed.wait(), timeout=min(remaining, 5.0))
-                    except TimeoutError:
-                        pass
         except (ConnectionResetError, asyncio.CancelledError):
             return response
         await response.write_eof()

@@ -42,6 +42,11 @@ def kubeconfig_for(server_url: str) -> dict[str, Any]:
     }
 
 
+def write_kubeconfig(path: pathlib.Path, url: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(kubeconfig_for(url)))
+
+
 async def bootstrap(api: apiserver.SimAPIServer) -> None:
     """What a fresh cluster has: system namespaces and (for AEGIS) the Result and Incident CRDs."""
     namespaces = api._resource(apiserver.Route("", "v1", "namespaces", None, None, None, False))
@@ -65,8 +70,7 @@ async def serve(
         async with kmock.Server(api, host=host, port=port) as http:
             url = str(http.url).rstrip("/")
             if kubeconfig is not None:
-                kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-                kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(url)))
+                write_kubeconfig(kubeconfig, url)
             try:
                 yield api, url
             finally:

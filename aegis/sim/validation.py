@@ -73,9 +73,9 @@ def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Caus
         replicas = spec.get("replicas")
         if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
             causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0"))
-        if old is not None and kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
-            if old_spec.get("selector") != spec.get("selector"):
-                causes.append(("spec.selector", "Invalid value: field is immutable"))
+        immutable_selector = kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
+        if old is not None and immutable_selector and old_spec.get("selector") != spec.get("selector"):
+            causes.append(("spec.selector", "Invalid value: field is immutable"))
     elif kind == "Service":
         for index, port in enumerate(spec.get("ports") or []):
             if not _port_ok(port.get("port")):
@@ -187,8 +187,8 @@ def _resources(resources: dict[str, Any], path: str) -> Causes:
                     )
                 )
     for resource, value in requests.items():
-        if resource in limits and quantity.valid(value) and quantity.valid(limits[resource]):
-            if quantity.parse(value) > quantity.parse(limits[resource]):
+        comparable = resource in limits and quantity.valid(value) and quantity.valid(limits[resource])
+        if comparable and quantity.parse(value) > quantity.parse(limits[resource]):
                 causes.append(
                     (
                         f"{path}.requests",
