@@ -189,13 +189,12 @@ def _resources(resources: dict[str, Any], path: str) -> Causes:
     for resource, value in requests.items():
         comparable = resource in limits and quantity.valid(value) and quantity.valid(limits[resource])
         if comparable and quantity.parse(value) > quantity.parse(limits[resource]):
-                causes.append(
-                    (
-                        f"{path}.requests",
-                        f"Invalid value: {value!r}: must be less than or equal to "
-                        f"{resource} limit of {limits[resource]}",
-                    )
+            causes.append(
+                (
+                    f"{path}.requests",
+                    f"Invalid value: {value!r}: must be less than or equal to {resource} limit of {limits[resource]}",
                 )
+            )
     return causes
 
 

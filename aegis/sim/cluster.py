@@ -1,0 +1,159 @@
+"""The whole emulated cluster: API server, control plane, kubelet stand-in and K8sGPT analyzer.
+
+``run_cluster`` (async context manager) serves the API on loopback and runs every
+component as an API client in the same event loop, ticking on cache changes and
+on a short timer. ``SimCluster`` is the same in a background thread, for callers
+that block (the demo, tests, ``aegis sim serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import threading
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from aegis.sim import analyzer, apiserver, catalog, client, clock, controllers, kubelet, server
+
+logger = logging.getLogger("aegis.sim.cluster")
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class ClusterOptions:
+    speed: float = 10.0  # cluster seconds per wall second
+    nodes: int = 3
+    node_cpu: str = "4"
+    node_memory: str = "8Gi"
+    analyzer_interval: float = 30.0  # K8sGPT's default analysis interval, in cluster seconds
+    analyzer: bool = True
+    tick: float = 0.05  # wall seconds between control loop passes when nothing changes
+    images: list[pathlib.Path] = dataclasses.field(default_factory=list)  # extra images.yaml files
+
+
+@dataclasses.dataclass
+class Running:
+    api: apiserver.SimAPIServer
+    url: str
+    clock: clock.SimClock
+    catalog: catalog.Catalog
+    analyzer: analyzer.Analyzer | None
+
+
+@contextlib.asynccontextmanager
+async def run_cluster(
+    kubeconfig: pathlib.Path | None = None,
+    options: ClusterOptions | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> AsyncIterator[Running]:
+    options = options or ClusterOptions()
+    sim_clock = clock.SimClock(options.speed)
+    images = catalog.Catalog.load()
+    for extra in options.images:
+        images.extend(extra)
+    async with server.serve(kubeconfig, host=host, port=port) as (api, url), client.SimClient(url) as sim_client:
+        changed = asyncio.Event()
+        informers = controllers.Informers(sim_client, changed)
+        informers.start()
+        await informers.synced()
+        args = (sim_client, informers, sim_clock)
+        components: list[Any] = [
+            controllers.NodeController(*args, nodes=options.nodes, cpu=options.node_cpu, memory=options.node_memory),
+            controllers.DeploymentController(*args),
+            controllers.ReplicaSetController(*args),
+            controllers.StatefulSetController(*args),
+            controllers.Scheduler(*args),
+            kubelet.Kubelet(*args, images),
+            controllers.EndpointsController(*args),
+            controllers.PersistentVolumeController(*args),
+        ]
+        k8sgpt = analyzer.Analyzer(*args, interval=options.analyzer_interval) if options.analyzer else None
+        if k8sgpt is not None:
+            components.append(k8sgpt)
+        loop_task = asyncio.create_task(_control_loop(components, changed, options.tick), name="sim-control-loop")
+        try:
+            yield Running(api=api, url=url, clock=sim_clock, catalog=images, analyzer=k8sgpt)
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            await informers.stop()
+
+
+async def _control_loop(components: list[Any], changed: asyncio.Event, tick: float) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=tick)
+        changed.clear()
+        for component in components:
+            try:
+                await component.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one component must not stop the cluster
+                logger.exception("%s failed", type(component).__name__)
+        await asyncio.sleep(0.01)  # let watches deliver what the pass wrote
+
+
+class SimCluster:
+    """``run_cluster`` in a background thread with its own loop."""
+
+    def __init__(
+        self,
+        kubeconfig: pathlib.Path,
+        options: ClusterOptions | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.options = options or ClusterOptions()
+        self._host, self._port = host, port
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="aegis-sim", daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._serving: Future[None] | None = None
+        self.running: Running | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.running is not None
+        return self.running.url
+
+    def __enter__(self) -> SimCluster:
+        self._thread.start()
+        ready: Future[Running] = Future()
+        self._serving = asyncio.run_coroutine_threadsafe(self._serve(ready), self.loop)
+        self.running = ready.result(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._serving is not None:
+            with contextlib.suppress(Exception):
+                self._serving.result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
+
+    async def _serve(self, ready: Future[Running]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with run_cluster(self.kubeconfig, self.options, host=self._host, port=self._port) as running:
+                ready.set_result(running)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
