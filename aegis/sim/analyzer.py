@@ -210,8 +210,8 @@ class Analyzer:
                 errors.append(
                     failure(
                         f"Deployment {ns}/{name} has {spec_replicas} replicas in spec but {status.get('replicas')} "
-                        f"replicas in status because status field is not updated yet after scaling and {ready} replicas "
-                        "are available with status running",
+                        "replicas in status because status field is not updated yet after scaling and "
+                        f"{ready} replicas are available with status running",
                         ns,
                         name,
                     )
