@@ -7,6 +7,9 @@ show, approve, reject) live here too. Entry point: ``[project.scripts] aegis``.
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import typer
 from rich.console import Console
 
@@ -49,6 +52,51 @@ def run(
         namespaces=namespace or (),
         liveness_endpoint=liveness,
     )
+
+
+@app.command()
+def demo(
+    incident: list[pathlib.Path] = typer.Option(  # noqa: B008
+        None,
+        "--incident",
+        "-i",
+        help="Scenario folder to run (repeatable). Default: every examples/incidents/*.",
+        exists=True,
+        file_okay=False,
+    ),
+    approve: str | None = typer.Option(
+        None,
+        help="Answer approval requests: auto (approve) or deny. Default: ask at the terminal, else deny.",
+    ),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object per scenario on stdout."),
+    speed: float = typer.Option(10.0, min=1.0, max=100.0, help="Cluster seconds per wall-clock second."),
+    timeout: float = typer.Option(120.0, min=10.0, help="Wall seconds each scenario may take."),
+) -> None:
+    """Run the scenarios on the emulated cluster with the real operator, offline, and report."""
+    from aegis.sim import demo as sim_demo
+    from aegis.sim import scenarios
+
+    if approve not in (None, "auto", "deny"):
+        err.print("[red]--approve must be auto or deny[/red]")
+        raise typer.Exit(2)
+    paths = list(incident or [])
+    if not paths:
+        root = _examples_root()
+        if root is None:
+            err.print("[red]no examples/incidents folder here; pass --incident DIR[/red]")
+            raise typer.Exit(2)
+        paths = scenarios.discover(root)
+    mode = approve or ("ask" if sys.stdin.isatty() and not json_output else "deny")
+    code = sim_demo.run(paths, approve=mode, as_json=json_output, speed=speed, timeout=timeout)  # type: ignore[arg-type]
+    raise typer.Exit(code)
+
+
+def _examples_root() -> pathlib.Path | None:
+    for base in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parent.parent):
+        candidate = base / "examples" / "incidents"
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 @app.command()

@@ -50,9 +50,13 @@ class InvalidResult(ValueError):
 
 
 class ObjectReader(Protocol):
-    """Reads one live object; ``None`` when it does not exist."""
+    """Reads live objects: one (``None`` when it does not exist) or a namespace's by selector."""
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list(
+        self, kind: str, namespace: str, *, selector: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 def _field(mapping: Mapping[str, Any], *names: str) -> Any:
@@ -239,6 +243,15 @@ async def resolve_target(
     obj = await reader.get(kind, namespace, name)
     how = "live object"
 
+    # A Service whose backends exist but are not ready, or a claim that pods wait for, is a symptom of a
+    # workload: the incident is about that workload (one incident per broken app, not one per symptom).
+    if obj is not None and kind in ("Service", "PersistentVolumeClaim"):
+        pod = await _symptom_pod(kind, obj, namespace, reader)
+        if pod is not None:
+            chain.append(_ref(kind, namespace, obj, name))
+            kind, name, obj = "Pod", pod["metadata"]["name"], pod
+            how = "backends not ready" if chain[0].kind == "Service" else "pods wait for the claim"
+
     if obj is None and kind in ("Pod", "ReplicaSet"):
         parent = finding.parent_object
         if parent and "/" in parent:
@@ -271,6 +284,30 @@ async def resolve_target(
     if kind == "Pod" and not chain:
         how = "bare pod"
     return _ref(kind, namespace, obj, name), chain, how
+
+
+async def _symptom_pod(
+    kind: str, obj: Mapping[str, Any], namespace: str, reader: ObjectReader
+) -> dict[str, Any] | None:
+    """For a Service: a selected pod that is not ready. For a PVC: a pod that mounts it. Else None."""
+    spec = obj.get("spec") or {}
+    if kind == "Service":
+        selector = spec.get("selector") or {}
+        if not selector:
+            return None
+        pods = await reader.list("Pod", namespace, selector={"matchLabels": dict(selector)})
+        for pod in pods:
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            if not ready and _controller_owner(pod) is not None:
+                return pod
+        return None
+    name = (obj.get("metadata") or {}).get("name")
+    for pod in await reader.list("Pod", namespace):
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        if any((v.get("persistentVolumeClaim") or {}).get("claimName") == name for v in volumes):
+            return pod
+    return None
 
 
 def incident_base_name(target: models.ObjectRef) -> str:

@@ -188,6 +188,8 @@ class ContainerState(_Model):
     last_exit_code: int | None = pydantic.Field(default=None, alias="lastExitCode")
     memory_limit: str | None = pydantic.Field(default=None, alias="memoryLimit")
     memory_request: str | None = pydantic.Field(default=None, alias="memoryRequest")
+    ports: list[dict[str, Any]] = pydantic.Field(default_factory=list)  # declared {name?, containerPort}
+    env_names: list[str] = pydantic.Field(default_factory=list, alias="envNames")  # names only, never values
     init: bool = False
 
 
@@ -201,6 +203,16 @@ class PodSummary(_Model):
     scheduled_reason: str = pydantic.Field(default="", alias="scheduledReason")
     scheduled_message: str = pydantic.Field(default="", alias="scheduledMessage")
     containers: list[ContainerState] = pydantic.Field(default_factory=list)
+
+
+class ClaimSummary(_Model):
+    """A PersistentVolumeClaim the target's pods use (or the target itself)."""
+
+    name: str
+    phase: str = ""
+    storage_class: str | None = pydantic.Field(default=None, alias="storageClass")
+    storage_class_exists: bool | None = pydantic.Field(default=None, alias="storageClassExists")
+    size: str | None = None
 
 
 class EventSummary(_Model):
@@ -236,6 +248,7 @@ class Evidence(_Model):
     events: list[EventSummary] = pydantic.Field(default_factory=list)
     logs: dict[str, list[str]] = pydantic.Field(default_factory=dict)  # "pod/container" -> last lines
     service: ServiceSummary | None = None
+    claims: list[ClaimSummary] = pydantic.Field(default_factory=list)
     namespace_pods: list[PodSummary] = pydantic.Field(default_factory=list, alias="namespacePods")
     hints: list[str] = pydantic.Field(default_factory=list)  # K8sGPT failure texts (untrusted)
     gaps: list[str] = pydantic.Field(default_factory=list)  # what could not be gathered, and why

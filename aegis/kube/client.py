@@ -23,7 +23,12 @@ import kubernetes
 
 from aegis import config
 
-# kind -> (API class, method suffix, namespaced)
+# Cluster-scoped kinds AEGIS reads: kind -> (API class, method suffix)
+_CLUSTER_KINDS: dict[str, tuple[str, str]] = {
+    "StorageClass": ("StorageV1Api", "storage_class"),
+    "Node": ("CoreV1Api", "node"),
+}
+# Namespaced kinds: kind -> (API class, method suffix)
 _KINDS: dict[str, tuple[str, str]] = {
     "Pod": ("CoreV1Api", "pod"),
     "Service": ("CoreV1Api", "service"),
@@ -135,7 +140,11 @@ class Cluster:
     # --- reading ---------------------------------------------------------------------------------
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """One object by kind, or None when it does not exist."""
+        """One object by kind, or None when it does not exist (``namespace`` is ignored for cluster kinds)."""
+        if kind in _CLUSTER_KINDS:
+            api, suffix = _CLUSTER_KINDS[kind]
+            obj = await self._call(f"get {kind} {name}", getattr(self._api(api), f"read_{suffix}"), name)
+            return obj if obj else None
         api, suffix = _kind(kind)
         fn = getattr(self._api(api), f"read_namespaced_{suffix}")
         obj = await self._call(f"get {kind} {namespace}/{name}", fn, name, namespace)

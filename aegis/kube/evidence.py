@@ -31,6 +31,8 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
             "memoryLimit": (resources.get("limits") or {}).get("memory"),
             "memoryRequest": (resources.get("requests") or {}).get("memory"),
             "image": container.get("image", ""),
+            "ports": [{k: p[k] for k in ("name", "containerPort") if k in p} for p in container.get("ports") or []],
+            "envNames": [e.get("name", "") for e in container.get("env") or []],
         }
     out: list[models.ContainerState] = []
     statuses = [(True, s) for s in status.get("initContainerStatuses") or []] + [
@@ -56,6 +58,8 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                 lastExitCode=last.get("exitCode"),
                 memoryLimit=limits.get(name, {}).get("memoryLimit"),
                 memoryRequest=limits.get(name, {}).get("memoryRequest"),
+                ports=limits.get(name, {}).get("ports", []),
+                envNames=limits.get(name, {}).get("envNames", []),
                 init=init,
             )
         )
@@ -68,6 +72,8 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                     image=container.get("image", ""),
                     memoryLimit=limits.get(name, {}).get("memoryLimit"),
                     memoryRequest=limits.get(name, {}).get("memoryRequest"),
+                    ports=limits.get(name, {}).get("ports", []),
+                    envNames=limits.get(name, {}).get("envNames", []),
                 )
             )
     return out
@@ -276,6 +282,27 @@ class EvidenceGatherer:
         pods = pods[: self.settings.evidence_max_pods]
         evidence.pods = [summarize_pod(p) for p in pods]
         involved |= {p["metadata"]["name"] for p in pods}
+        claim_names = sorted(
+            {
+                (v.get("persistentVolumeClaim") or {}).get("claimName")
+                for p in pods
+                for v in (p.get("spec") or {}).get("volumes") or []
+                if v.get("persistentVolumeClaim")
+            }
+            | ({target.name} if target.kind == "PersistentVolumeClaim" else set())
+        )
+        for claim in claim_names[:5]:
+            pvc = (
+                obj
+                if target.kind == "PersistentVolumeClaim"
+                else await attempt(
+                    f"read PersistentVolumeClaim {ns}/{claim}",
+                    self.cluster.get("PersistentVolumeClaim", ns, claim),
+                    None,
+                )
+            )
+            evidence.claims.append(await self._claim(claim, pvc, attempt))
+            involved.add(claim)
 
         events = await attempt(f"list events in {ns}", self.cluster.list("Event", ns), [])
         relevant = [
@@ -287,6 +314,25 @@ class EvidenceGatherer:
         if self.settings.evidence_log_lines:
             evidence.logs = await self._crash_logs(evidence.pods, ns, attempt)
         return evidence
+
+    async def _claim(self, name: str, pvc: dict[str, Any] | None, attempt: Any) -> models.ClaimSummary:
+        if pvc is None:
+            return models.ClaimSummary(name=name, phase="Missing")
+        spec = pvc.get("spec") or {}
+        class_name = spec.get("storageClassName")
+        exists = None
+        if class_name:
+            exists = (
+                await attempt(f"read StorageClass {class_name}", self.cluster.get("StorageClass", "", class_name), None)
+                is not None
+            )
+        return models.ClaimSummary(
+            name=name,
+            phase=(pvc.get("status") or {}).get("phase", ""),
+            storageClass=class_name,
+            storageClassExists=exists,
+            size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
+        )
 
     async def _crash_logs(self, pods: list[models.PodSummary], ns: str, attempt: Any) -> dict[str, list[str]]:
         """Last lines of containers that crashed or exited (at most three containers)."""

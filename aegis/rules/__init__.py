@@ -13,14 +13,33 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aegis import models
-from aegis.rules import image_pull, oom_killed, service_selector
+from aegis.rules import (
+    app_crash,
+    image_pull,
+    missing_config,
+    missing_env,
+    oom_killed,
+    probe_failure,
+    scheduling,
+    service_port,
+    service_selector,
+)
 
 Rule = Callable[[models.Evidence], models.Diagnosis | None]
 
+# Order matters only between equally confident answers: the more specific rule comes first.
 RULES: tuple[tuple[str, Rule], ...] = (
     ("image-pull", image_pull.check),
+    ("missing-config", missing_config.check),
+    ("pvc-pending", scheduling.pvc),
+    ("unschedulable-resources", scheduling.resources),
+    ("unschedulable-constraints", scheduling.constraints),
     ("oom-killed", oom_killed.check),
+    ("missing-env", missing_env.check),
+    ("probe-failure", probe_failure.check),
     ("service-selector-mismatch", service_selector.check),
+    ("service-port-mismatch", service_port.check),
+    ("app-crash", app_crash.check),
 )
 
 
@@ -32,7 +51,7 @@ def diagnose(evidence: models.Evidence, rules: tuple[tuple[str, Rule], ...] = RU
         if diagnosis is not None:
             found.append(diagnosis.model_copy(update={"rule": name}))
     if found:
-        return max(found, key=lambda d: d.confidence)
+        return max(found, key=lambda d: d.confidence)  # max() keeps the first of equals: RULES order
     lines = [f"K8sGPT reported: {hint}" for hint in evidence.hints[:5]]
     return models.Diagnosis(
         category="unknown",

@@ -42,7 +42,7 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
     described = ", ".join(f"{name} (limit {limit or 'none'})" for name, limit in limits.items())
     summary = (
         f"Container {described} of {evidence.target} is killed by the kernel for exceeding its memory limit "
-        f"(restarted {restarts} times): the workload needs more memory than it is allowed."
+        f"({restarts} restart(s) so far): the workload needs more memory than it is allowed."
     )
     return models.Diagnosis(
         category="oom-killed",

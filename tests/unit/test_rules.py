@@ -102,16 +102,128 @@ def test_oom_killed_from_last_state() -> None:
     assert "exit code 137" in diagnosis.evidence[0]
 
 
-def test_crash_with_error_exit_is_not_oom() -> None:
+def test_crash_with_error_exit_is_app_crash_not_oom() -> None:
     pods = web_pods(
-        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=web"}},
         last_state={"terminated": {"reason": "Error", "exitCode": 1}},
         restarts=3,
     )
-    diagnosis = rules.diagnose(evidence_for(pods, hints=["the last termination reason is Error container=web pod=x"]))
+    evidence = evidence_for(pods)
+    evidence.logs = {"web-6d4cf56db6-abcde/web": ["loading templates", "fatal: template welcome.tmpl is invalid"]}
+    diagnosis = rules.diagnose(evidence)
+    assert diagnosis.category == "app-crash"
+    assert "exits with code 1" in diagnosis.summary
+    assert "fatal: template welcome.tmpl is invalid" in diagnosis.summary
+
+
+def test_unrecognised_failure_is_unknown_with_the_hints() -> None:
+    running = web_pods({"running": {}}, phase="Running", ready=True)
+    diagnosis = rules.diagnose(evidence_for(running, hints=["Deployment shop/web has 2 replicas but 1 are available"]))
     assert diagnosis.category == "unknown"
     assert diagnosis.confidence == 0.0
-    assert diagnosis.evidence == ["K8sGPT reported: the last termination reason is Error container=web pod=x"]
+    assert diagnosis.evidence == ["K8sGPT reported: Deployment shop/web has 2 replicas but 1 are available"]
+
+
+def test_missing_env_from_the_programs_own_error() -> None:
+    pods = web_pods(
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+        last_state={"terminated": {"reason": "Error", "exitCode": 1}},
+        restarts=2,
+    )
+    evidence = evidence_for(pods)
+    evidence.logs = {
+        "web-6d4cf56db6-abcde/web": [
+            "Error: Database is uninitialized and superuser password is not specified.",
+            "       You must specify POSTGRES_PASSWORD to a non-empty value for the",
+            '       superuser. For example, "-e POSTGRES_PASSWORD=password" on "docker run".',
+        ]
+    }
+    diagnosis = rules.diagnose(evidence)
+    assert diagnosis.category == "missing-env"
+    assert "POSTGRES_PASSWORD" in diagnosis.summary
+    # When the variable is set, the same log does not make it a missing-env problem.
+    for pod in evidence.pods:
+        pod.containers[0].env_names = ["POSTGRES_PASSWORD"]
+    assert rules.diagnose(evidence).category == "app-crash"
+
+
+def test_missing_configmap_and_secret() -> None:
+    pods = web_pods({"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "ledger-db" not found'}})
+    diagnosis = rules.diagnose(evidence_for(pods))
+    assert diagnosis.category == "missing-config"
+    assert "'ledger-db'" in diagnosis.summary and "only a human" in diagnosis.summary
+    mount = [factories.event("shop", "e", kind="Pod", obj="web-6d4cf56db6-abcde", reason="FailedMount",
+                             message='MountVolume.SetUp failed for volume "config" : configmap "app-config" not found')]
+    creating = web_pods({"waiting": {"reason": "ContainerCreating"}})
+    diagnosis = rules.diagnose(evidence_for(creating, events=mount))
+    assert diagnosis.category == "missing-config" and "'app-config'" in diagnosis.summary
+
+
+def test_probe_failure_on_a_port_nothing_listens_on() -> None:
+    running = web_pods({"running": {}}, phase="Running")
+    for pod in running:
+        pod["spec"]["containers"][0]["ports"] = [{"containerPort": 9898, "name": "http"}]
+    events = [
+        factories.event("shop", "u", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Unhealthy", count=6,
+                        message='Liveness probe failed: Get "http://10.244.1.5:8080/healthz": dial tcp '
+                        "10.244.1.5:8080: connect: connection refused"),
+        factories.event("shop", "k", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Killing", type_="Normal",
+                        message="Container web failed liveness probe, will be restarted"),
+    ]
+    diagnosis = rules.diagnose(evidence_for(running, events=events))
+    assert diagnosis.category == "probe-failure"
+    assert "nothing listens on port 8080" in diagnosis.summary and "9898" in diagnosis.summary
+    assert "killed and restarted" in diagnosis.summary
+
+
+def test_readiness_probe_404() -> None:
+    running = web_pods({"running": {}}, phase="Running")
+    events = [factories.event("shop", "u", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Unhealthy",
+                              message="Readiness probe failed: HTTP probe failed with statuscode: 404")]
+    diagnosis = rules.diagnose(evidence_for(running, events=events))
+    assert diagnosis.category == "probe-failure" and "404" in diagnosis.summary
+
+
+def _unschedulable(message: str) -> list[dict[str, Any]]:
+    pods = web_pods({"waiting": {"reason": "ContainerCreating"}})
+    for pod in pods:
+        pod["status"]["containerStatuses"] = []
+        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": message}]
+    return pods
+
+
+def test_unschedulable_resources_and_constraints() -> None:
+    memory = ("0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No "
+              "preemption victims found for incoming pod.")
+    assert rules.diagnose(evidence_for(_unschedulable(memory))).category == "unschedulable-resources"
+    selector = ("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 "
+                "nodes are available: 3 Preemption is not helpful for scheduling.")
+    diagnosis = rules.diagnose(evidence_for(_unschedulable(selector)))
+    assert diagnosis.category == "unschedulable-constraints"
+
+
+def test_pvc_pending_with_a_missing_storage_class() -> None:
+    message = ("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes "
+               "are available: 3 Preemption is not helpful for scheduling.")
+    evidence = evidence_for(_unschedulable(message))
+    evidence.claims = [models.ClaimSummary(name="cache-data", phase="Pending", storageClass="fast-ssd",
+                                           storageClassExists=False)]
+    diagnosis = rules.diagnose(evidence)
+    assert diagnosis.category == "pvc-pending"
+    assert "'fast-ssd', which does not exist" in diagnosis.summary
+
+
+def test_service_named_target_port_missing() -> None:
+    running = web_pods({"running": {}}, phase="Running", ready=True, labels={"app": "echo"})
+    for pod in running:
+        pod["spec"]["containers"][0]["ports"] = [{"containerPort": 5678, "name": "http"}]
+    service = models.ServiceSummary(name="echo", selector={"app": "echo"}, ports=[{"port": 80, "targetPort": "web"}],
+                                    matchingPods=[p["metadata"]["name"] for p in running])
+    target = models.ObjectRef(kind="Service", namespace="shop", name="echo")
+    diagnosis = rules.diagnose(evidence_for(running, target=target, service=service))
+    assert diagnosis.category == "service-port-mismatch"
+    assert "'web'" in diagnosis.summary and "http" in diagnosis.summary
 
 
 def test_hint_alone_gives_low_confidence() -> None:

@@ -1,0 +1,45 @@
+"""Rule: the program itself exits (non-zero, or at all when it should keep running), not the platform.
+
+A container in CrashLoopBackOff or terminated with a non-OOM reason and no failing
+liveness probe behind the restarts. Called by ``aegis.rules.diagnose``.
+"""
+
+from __future__ import annotations
+
+from aegis import models
+
+
+def check(evidence: models.Evidence) -> models.Diagnosis | None:
+    probe_kills = any(event.reason == "Killing" and "probe" in event.message for event in evidence.events)
+    if probe_kills:
+        return None
+    for pod in evidence.pods:
+        for container in pod.containers:
+            reason = container.last_reason or (container.reason if container.state == "terminated" else "")
+            if not reason or reason == "OOMKilled":
+                continue
+            exit_code = container.last_exit_code if container.last_reason else container.exit_code
+            looping = container.state == "waiting" and container.reason == "CrashLoopBackOff"
+            if not looping and container.state != "terminated":
+                continue
+            lines = evidence.logs.get(f"{pod.name}/{container.name}") or []
+            tail = [line for line in lines if line.strip()][-5:]
+            what = "exits with code" if reason != "Completed" else "keeps exiting (code"
+            summary = (
+                f"Container {container.name} of {evidence.target} {what} {exit_code}"
+                f"{')' if reason == 'Completed' else ''} and is restarted in a loop ({container.restart_count} "
+                f"restarts, reason {reason})"
+                + (f"; its last words: {tail[-1].strip()!r}." if tail else "; it logged nothing.")
+            )
+            return models.Diagnosis(
+                category="app-crash",
+                summary=summary,
+                evidence=[
+                    f"pod {pod.name} container {container.name}: {container.reason or container.state}, "
+                    f"last termination {reason} exit code {exit_code}, restarts {container.restart_count}"
+                ]
+                + [f"log {pod.name}/{container.name}: {line.strip()}" for line in tail],
+                confidence=0.8 if tail else 0.7,
+                source="rules",
+            )
+    return None

@@ -1,0 +1,408 @@
+"""``aegis demo``: the emulated cluster, the real operator in-process, and every scenario, end to end.
+
+Starts the emulated cluster (API server, controllers, kubelet stand-in, K8sGPT
+analyzer), runs the operator with the production handlers against it (Kopf in its
+own thread and loop), applies each scenario (manifests, then the bad change once
+healthy), follows its Incident to the end, answers approval requests as told,
+and reports per scenario: a rich table, or one JSON object per line.
+Called by ``aegis.cli``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import itertools
+import json
+import logging
+import pathlib
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any, Literal
+
+import kopf
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from aegis import config, models
+from aegis.kube import client as kube_client
+from aegis.sim import client, cluster, scenarios
+
+Approve = Literal["auto", "deny", "ask"]
+TERMINAL = models.TERMINAL_PHASES
+
+
+@dataclasses.dataclass
+class Report:
+    scenario: str
+    namespace: str
+    expected: scenarios.Expected
+    stage: str = "waiting"
+    detected: bool = False
+    incident: str | None = None
+    phase: str | None = None
+    reason: str = ""
+    diagnosis: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    verification: dict[str, Any] | None = None
+    decision: str | None = None
+    applied: bool = False
+    healed: bool | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    llm_calls: int = 0
+    extra_incidents: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    def checks(self) -> dict[str, Any]:
+        category = (self.diagnosis or {}).get("category")
+        outcome: bool | str
+        if self.phase in ("Resolved",):
+            outcome = self.expected.outcome == "heal"
+        elif self.phase in ("Escalated",):
+            outcome = self.expected.outcome == "escalate"
+        elif self.phase == "Diagnosed":
+            outcome = "not evaluated: remediation is not enabled (observe mode)"
+        else:
+            outcome = False
+        return {"detected": self.detected, "category": category == self.expected.category, "outcome": outcome}
+
+    @property
+    def met(self) -> bool:
+        checks = self.checks()
+        return bool(checks["detected"] and checks["category"] and checks["outcome"] is not False and not self.error)
+
+    def as_json(self) -> dict[str, Any]:
+        diagnosis = self.diagnosis or {}
+        return {
+            "scenario": self.scenario,
+            "namespace": self.namespace,
+            "detected": self.detected,
+            "incident": self.incident,
+            "phase": self.phase,
+            "reason": self.reason,
+            "diagnosis": {k: diagnosis.get(k) for k in ("category", "summary", "confidence", "source")}
+            if diagnosis
+            else None,
+            "actions": self.actions,
+            "verification": self.verification,
+            "decision": self.decision,
+            "applied": self.applied,
+            "healed": self.healed,
+            "timings": self.timings,
+            "llm_calls": self.llm_calls,
+            "expected": dataclasses.asdict(self.expected),
+            "checks": self.checks(),
+            "met": self.met,
+            "extra_incidents": self.extra_incidents,
+            "error": self.error,
+        }
+
+
+class OperatorThread:
+    """The production operator (``handlers``) in its own thread and event loop, against the emulated cluster."""
+
+    def __init__(self, url: str, kubeconfig: pathlib.Path, settings: config.Settings, log_file: pathlib.Path) -> None:
+        self.url, self.kubeconfig, self.settings, self.log_file = url, kubeconfig, settings, log_file
+        self.stop_flag = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="aegis-operator", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self.ready.wait(timeout=60):
+            raise RuntimeError(f"the operator did not start; see {self.log_file}")
+        if self.error is not None:
+            raise RuntimeError(f"the operator failed to start: {self.error}")
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self._thread.join(timeout=30)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by start()/the demo
+            self.error = exc
+            self.ready.set()
+
+    async def _run(self) -> None:
+        import handlers  # noqa: F401  (the production handlers, registered on Kopf's default registry)
+        from graph import runtime
+
+        registry = kopf.get_default_registry()
+        url = self.url
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=url, insecure=True, token="aegis-sim")
+
+        api_client = kube_client.api_client_from_config(str(self.kubeconfig))
+        async with runtime.open_runtime(self.settings, api_client=api_client) as rt:
+            ready = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            async def watch_stop() -> None:
+                await ready.wait()
+                self.ready.set()
+                await loop.run_in_executor(None, self.stop_flag.wait)
+
+            stopper = asyncio.create_task(watch_stop())
+            stop_future: asyncio.Future[None] = loop.create_future()
+            stopper.add_done_callback(lambda _: stop_future.done() or stop_future.set_result(None))
+            await kopf.operator(
+                registry=registry,
+                memo=kopf.Memo(engine=rt.engine),
+                standalone=True,
+                clusterwide=True,
+                ready_flag=ready,
+                stop_flag=stop_future,
+            )
+
+
+def ollama_line(settings: config.Settings) -> str:
+    url = str(settings.ollama_url).rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{url}/api/tags", timeout=1.0):
+            return f"LLM: Ollama answers at {url}, but this version diagnoses with rules only."
+    except OSError:
+        return f"LLM: Ollama is not reachable at {url}; diagnosing with rules only."
+
+
+async def _observe(
+    api: client.SimClient, report: Report, approve: Approve, started: float, limit: float, console: Console
+) -> None:
+    expected = report.expected
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        items = await api.list("Incident", report.namespace)
+        mine = [
+            i
+            for i in items
+            if (i["spec"].get("target") or {}).get("kind") == expected.target_kind
+            and i["spec"]["target"].get("name") == expected.target_name
+        ]
+        report.extra_incidents = sorted(i["metadata"]["name"] for i in items if i not in mine)
+        if mine:
+            incident = mine[-1]
+            status = incident.get("status") or {}
+            if not report.detected:
+                report.detected = True
+                report.timings["detect"] = round(time.monotonic() - started, 2)
+            report.incident = incident["metadata"]["name"]
+            report.phase = status.get("phase")
+            report.reason = status.get("reason", "")
+            report.diagnosis = status.get("diagnosis")
+            report.stage = f"incident {report.phase}"
+            plan = status.get("plan") or {}
+            report.actions = [{"kind": a.get("kind"), "target": a.get("target")} for a in plan.get("actions") or []]
+            report.verification = status.get("verification")
+            report.decision = (status.get("decision") or {}).get("outcome")
+            report.applied = bool((status.get("outcome") or {}).get("applied"))
+            report.healed = (status.get("outcome") or {}).get("healed")
+            report.llm_calls = int((status.get("llm") or {}).get("calls") or 0)
+            if (
+                report.phase == "AwaitingApproval"
+                and (incident["spec"].get("approval") or {}).get("decision", "Pending") == "Pending"
+            ):
+                await _answer(api, incident, approve, console)
+            if report.phase in TERMINAL:
+                report.timings.update(_stage_timings(status.get("timeline") or []))
+                report.timings["total"] = round(time.monotonic() - started, 2)
+                return
+        await asyncio.sleep(0.25)
+    report.error = f"no final phase within {limit:.0f}s (stage: {report.stage})"
+
+
+def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds spent in each workflow stage, from the Incident's timeline."""
+    stamps = []
+    for line in timeline:
+        with contextlib.suppress(KeyError, ValueError):
+            stamps.append((line["stage"], datetime.datetime.fromisoformat(line["at"].replace("Z", "+00:00"))))
+    out: dict[str, float] = {}
+    for (stage, at), (_, following) in itertools.pairwise(stamps):
+        out[stage] = round(out.get(stage, 0.0) + (following - at).total_seconds(), 3)
+    return out
+
+
+async def _answer(api: client.SimClient, incident: dict[str, Any], approve: Approve, console: Console) -> None:
+    name = incident["metadata"]["name"]
+    if approve == "ask":
+        question = f"Approve the fix for {incident['metadata']['namespace']}/{name}? [y/N] "
+        answer = await asyncio.get_running_loop().run_in_executor(None, lambda: console.input(question))
+        decision = "Approved" if answer.strip().lower() in ("y", "yes") else "Rejected"
+    else:
+        decision = "Approved" if approve == "auto" else "Rejected"
+    await api.patch(
+        "Incident",
+        incident["metadata"]["namespace"],
+        name,
+        {"spec": {"approval": {"decision": decision, "reason": f"aegis demo --approve {approve}"}}},
+    )
+
+
+async def run_scenario(
+    api: client.SimClient,
+    scenario: scenarios.Scenario,
+    report: Report,
+    *,
+    approve: Approve,
+    limit: float,
+    console: Console,
+) -> None:
+    try:
+        report.stage = "applying manifests"
+        began = time.monotonic()
+        await scenarios.apply(api, scenario.manifests, scenario.namespace)
+        started = time.monotonic()
+        if scenario.change:
+            report.stage = "waiting until healthy"
+            workloads = [d for d in scenario.manifests if d["kind"] in ("Deployment", "StatefulSet")]
+            deadline = time.monotonic() + limit
+            while True:
+                states = [await api.get(d["kind"], scenario.namespace, d["metadata"]["name"]) for d in workloads]
+                if all(scenarios.healthy(s) for s in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the manifests never became healthy, so the change was not applied")
+                await asyncio.sleep(0.2)
+            report.timings["healthy"] = round(time.monotonic() - began, 2)
+            report.stage = "applying the change"
+            await scenarios.apply(api, scenario.change, scenario.namespace)
+            started = time.monotonic()
+        report.stage = "waiting for K8sGPT and AEGIS"
+        await _observe(api, report, approve, started, limit, console)
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.stage = "error"
+
+
+def _table(reports: list[Report], final: bool) -> Table:
+    table = Table(title="AEGIS demo" + (" — results" if final else ""), expand=False)
+    for column in ("scenario", "namespace", "incident", "category (expected)", "phase", "result" if final else "stage"):
+        table.add_column(column)
+    for report in reports:
+        category = (report.diagnosis or {}).get("category") or "-"
+        shown = category if category == report.expected.category else f"{category} ({report.expected.category})"
+        if final:
+            checks = report.checks()
+            result = "[green]met[/green]" if report.met else f"[red]not met[/red] {report.error or ''}"
+            if report.met and checks["outcome"] is not True:
+                result = "[green]met[/green] (outcome pending)"
+        else:
+            result = report.stage
+        table.add_row(report.scenario, report.namespace, report.incident or "-", shown, report.phase or "-", result)
+    return table
+
+
+def run(
+    paths: list[pathlib.Path],
+    *,
+    approve: Approve,
+    as_json: bool,
+    speed: float = 10.0,
+    timeout: float = 120.0,
+    workdir: pathlib.Path | None = None,
+) -> int:
+    """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise."""
+    console = Console(stderr=True)
+    out = Console()
+    loaded: list[scenarios.Scenario] = []
+    for path in paths:
+        try:
+            loaded.append(scenarios.load(path))
+        except scenarios.ScenarioError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 2
+    namespaces = [s.namespace for s in loaded]
+    if len(set(namespaces)) != len(namespaces):
+        console.print("[red]scenarios must use distinct namespaces to run together[/red]")
+        return 2
+    temp = tempfile.TemporaryDirectory(prefix="aegis-demo-") if workdir is None else None
+    work = pathlib.Path(temp.name) if temp else workdir
+    assert work is not None
+    settings = config.load_settings(state_db=work / "state.sqlite", max_concurrent_incidents=8)
+    logging.basicConfig(
+        filename=work / "operator.log",
+        level=logging.INFO,
+        force=True,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    console.print(ollama_line(settings))
+    options = cluster.ClusterOptions(speed=speed, images=[s.images for s in loaded if s.images])
+    reports = [Report(scenario=s.name, namespace=s.namespace, expected=s.expected) for s in loaded]
+    kubeconfig = work / "kubeconfig"
+    try:
+        with cluster.SimCluster(kubeconfig, options) as sim:
+            console.print(f"Emulated cluster at {sim.url} (kubeconfig {kubeconfig}); operator log {work}/operator.log")
+            operator = OperatorThread(sim.url, kubeconfig, settings, work / "operator.log")
+            operator.start()
+            try:
+                asyncio.run(
+                    _drive(
+                        sim.url,
+                        loaded,
+                        reports,
+                        approve=approve,
+                        limit=timeout,
+                        console=console,
+                        live=not as_json and console.is_terminal,
+                    )
+                )
+            finally:
+                operator.stop()
+    finally:
+        if temp is not None:
+            temp.cleanup()
+    if as_json:
+        for report in reports:
+            out.print_json(json.dumps(report.as_json())) if out.is_terminal else print(json.dumps(report.as_json()))
+    else:
+        out.print(_table(reports, final=True))
+    met = sum(1 for r in reports if r.met)
+    console.print(f"{met}/{len(reports)} scenarios met their expected.yaml")
+    sys.stdout.flush()
+    return 0 if met == len(reports) else 1
+
+
+async def _drive(
+    url: str,
+    loaded: list[scenarios.Scenario],
+    reports: list[Report],
+    *,
+    approve: Approve,
+    limit: float,
+    console: Console,
+    live: bool,
+) -> None:
+    async with client.SimClient(url) as api:
+        tasks = [
+            run_scenario(api, s, r, approve=approve, limit=limit, console=console)
+            for s, r in zip(loaded, reports, strict=True)
+        ]
+        if not live:
+            done = 0
+
+            async def tracked(coro: Any, report: Report) -> None:
+                nonlocal done
+                await coro
+                done += 1
+                state = report.phase or report.error or report.stage
+                console.print(f"[{done}/{len(reports)}] {report.scenario}: {state}")
+
+            await asyncio.gather(*(tracked(t, r) for t, r in zip(tasks, reports, strict=True)))
+            return
+        with Live(_table(reports, final=False), console=console, refresh_per_second=4) as view:
+            gathered = asyncio.gather(*tasks)
+            while not gathered.done():
+                view.update(_table(reports, final=False))
+                await asyncio.sleep(0.25)
+            await gathered
+            view.update(_table(reports, final=False))
