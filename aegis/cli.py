@@ -91,6 +91,45 @@ def demo(
     raise typer.Exit(code)
 
 
+sim_app = typer.Typer(help="The emulated cluster on its own.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("serve")
+def sim_serve(
+    kubeconfig: pathlib.Path = typer.Option(..., help="Where to write the kubeconfig that points at it."),  # noqa: B008
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: any free port)."),
+    speed: float = typer.Option(10.0, min=1.0, max=100.0, help="Cluster seconds per wall-clock second."),
+    analyzer_interval: float = typer.Option(30.0, min=1.0, help="K8sGPT analysis interval, in cluster seconds."),
+    images: list[pathlib.Path] = typer.Option(  # noqa: B008
+        None, "--images", help="Extra image catalog (a scenario's images.yaml); repeatable.", exists=True
+    ),
+) -> None:
+    """Serve the emulated cluster (API, controllers, kubelet stand-in, K8sGPT analyzer) until Ctrl-C."""
+    import asyncio
+    import signal
+
+    from aegis.sim import cluster
+
+    options = cluster.ClusterOptions(speed=speed, analyzer_interval=analyzer_interval, images=list(images or []))
+    kubeconfig = kubeconfig.resolve()
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with cluster.run_cluster(kubeconfig, options, port=port or None) as running:
+            err.print(f"Emulated cluster serving at {running.url}")
+            err.print(f"  export KUBECONFIG={kubeconfig}")
+            err.print("  kubectl apply -f examples/incidents/bad-image-tag/manifests.yaml")
+            err.print("  kopf run -m handlers --all-namespaces     # or: aegis run")
+            err.print("Ctrl-C stops it.")
+            await stop.wait()
+
+    asyncio.run(serve())
+
+
 def _examples_root() -> pathlib.Path | None:
     for base in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parent.parent):
         candidate = base / "examples" / "incidents"

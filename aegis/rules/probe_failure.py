@@ -13,11 +13,23 @@ from aegis import models
 _PORT = re.compile(r":(\d+)(/\S*)?\"?: dial tcp")
 
 
+def _troubled_pods(evidence: models.Evidence) -> set[str]:
+    """Pods that are not ready or have restarted now: probe failures elsewhere are start-up noise."""
+    return {
+        f"Pod/{pod.name}"
+        for pod in evidence.pods
+        if any(not c.ready or c.restart_count for c in pod.containers if not c.init)
+    }
+
+
 def check(evidence: models.Evidence) -> models.Diagnosis | None:
-    unhealthy = [e for e in evidence.events if e.reason == "Unhealthy" and "probe failed" in e.message]
+    troubled = _troubled_pods(evidence)
+    unhealthy = [
+        e for e in evidence.events if e.reason == "Unhealthy" and "probe failed" in e.message and e.object in troubled
+    ]
     if not unhealthy:
         return None
-    kills = [e for e in evidence.events if e.reason == "Killing" and "probe" in e.message]
+    kills = [e for e in evidence.events if e.reason == "Killing" and "probe" in e.message and e.object in troubled]
     declared = sorted(
         {
             port.get("containerPort")

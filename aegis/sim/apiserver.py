@@ -717,7 +717,11 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 refs = dependent["metadata"].get("ownerReferences") or []
                 if any(ref.get("uid") == uid for ref in refs):
                     updated = copy.deepcopy(dependent)
-                    updated["metadata"]["ownerReferences"] = [ref for ref in refs if ref.get("uid") != uid]
+                    remaining = [ref for ref in refs if ref.get("uid") != uid]
+                    if remaining:
+                        updated["metadata"]["ownerReferences"] = remaining
+                    else:
+                        updated["metadata"].pop("ownerReferences", None)  # empty lists are omitted, as in the API
                     await self.store.put(key, updated, "MODIFIED")
 
     async def _purge_namespace(self, namespace: str) -> None:

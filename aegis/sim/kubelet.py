@@ -473,7 +473,8 @@ class Kubelet:
             if kind == "startupProbe" and rt.started_probe_ok:
                 continue
             period = float(probe.get("periodSeconds", 10))
-            if now < run.started + float(probe.get("initialDelaySeconds", 0)):
+            # The prober's first run comes a moment after the container starts (at most one period).
+            if now < run.started + float(probe.get("initialDelaySeconds", 0)) + min(period, 1.0):
                 continue
             if now - rt.probe_last.get(kind, -1e9) < period:
                 continue

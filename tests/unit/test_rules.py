@@ -152,8 +152,16 @@ def test_missing_configmap_and_secret() -> None:
     diagnosis = rules.diagnose(evidence_for(pods))
     assert diagnosis.category == "missing-config"
     assert "'ledger-db'" in diagnosis.summary and "only a human" in diagnosis.summary
-    mount = [factories.event("shop", "e", kind="Pod", obj="web-6d4cf56db6-abcde", reason="FailedMount",
-                             message='MountVolume.SetUp failed for volume "config" : configmap "app-config" not found')]
+    mount = [
+        factories.event(
+            "shop",
+            "e",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="FailedMount",
+            message='MountVolume.SetUp failed for volume "config" : configmap "app-config" not found',
+        )
+    ]
     creating = web_pods({"waiting": {"reason": "ContainerCreating"}})
     diagnosis = rules.diagnose(evidence_for(creating, events=mount))
     assert diagnosis.category == "missing-config" and "'app-config'" in diagnosis.summary
@@ -164,11 +172,25 @@ def test_probe_failure_on_a_port_nothing_listens_on() -> None:
     for pod in running:
         pod["spec"]["containers"][0]["ports"] = [{"containerPort": 9898, "name": "http"}]
     events = [
-        factories.event("shop", "u", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Unhealthy", count=6,
-                        message='Liveness probe failed: Get "http://10.244.1.5:8080/healthz": dial tcp '
-                        "10.244.1.5:8080: connect: connection refused"),
-        factories.event("shop", "k", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Killing", type_="Normal",
-                        message="Container web failed liveness probe, will be restarted"),
+        factories.event(
+            "shop",
+            "u",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="Unhealthy",
+            count=6,
+            message='Liveness probe failed: Get "http://10.244.1.5:8080/healthz": dial tcp '
+            "10.244.1.5:8080: connect: connection refused",
+        ),
+        factories.event(
+            "shop",
+            "k",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="Killing",
+            type_="Normal",
+            message="Container web failed liveness probe, will be restarted",
+        ),
     ]
     diagnosis = rules.diagnose(evidence_for(running, events=events))
     assert diagnosis.category == "probe-failure"
@@ -178,8 +200,16 @@ def test_probe_failure_on_a_port_nothing_listens_on() -> None:
 
 def test_readiness_probe_404() -> None:
     running = web_pods({"running": {}}, phase="Running")
-    events = [factories.event("shop", "u", kind="Pod", obj="web-6d4cf56db6-abcde", reason="Unhealthy",
-                              message="Readiness probe failed: HTTP probe failed with statuscode: 404")]
+    events = [
+        factories.event(
+            "shop",
+            "u",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="Unhealthy",
+            message="Readiness probe failed: HTTP probe failed with statuscode: 404",
+        )
+    ]
     diagnosis = rules.diagnose(evidence_for(running, events=events))
     assert diagnosis.category == "probe-failure" and "404" in diagnosis.summary
 
@@ -188,27 +218,35 @@ def _unschedulable(message: str) -> list[dict[str, Any]]:
     pods = web_pods({"waiting": {"reason": "ContainerCreating"}})
     for pod in pods:
         pod["status"]["containerStatuses"] = []
-        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                        "message": message}]
+        pod["status"]["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        ]
     return pods
 
 
 def test_unschedulable_resources_and_constraints() -> None:
-    memory = ("0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No "
-              "preemption victims found for incoming pod.")
+    memory = (
+        "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No "
+        "preemption victims found for incoming pod."
+    )
     assert rules.diagnose(evidence_for(_unschedulable(memory))).category == "unschedulable-resources"
-    selector = ("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 "
-                "nodes are available: 3 Preemption is not helpful for scheduling.")
+    selector = (
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 "
+        "nodes are available: 3 Preemption is not helpful for scheduling."
+    )
     diagnosis = rules.diagnose(evidence_for(_unschedulable(selector)))
     assert diagnosis.category == "unschedulable-constraints"
 
 
 def test_pvc_pending_with_a_missing_storage_class() -> None:
-    message = ("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes "
-               "are available: 3 Preemption is not helpful for scheduling.")
+    message = (
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes "
+        "are available: 3 Preemption is not helpful for scheduling."
+    )
     evidence = evidence_for(_unschedulable(message))
-    evidence.claims = [models.ClaimSummary(name="cache-data", phase="Pending", storageClass="fast-ssd",
-                                           storageClassExists=False)]
+    evidence.claims = [
+        models.ClaimSummary(name="cache-data", phase="Pending", storageClass="fast-ssd", storageClassExists=False)
+    ]
     diagnosis = rules.diagnose(evidence)
     assert diagnosis.category == "pvc-pending"
     assert "'fast-ssd', which does not exist" in diagnosis.summary
@@ -218,8 +256,12 @@ def test_service_named_target_port_missing() -> None:
     running = web_pods({"running": {}}, phase="Running", ready=True, labels={"app": "echo"})
     for pod in running:
         pod["spec"]["containers"][0]["ports"] = [{"containerPort": 5678, "name": "http"}]
-    service = models.ServiceSummary(name="echo", selector={"app": "echo"}, ports=[{"port": 80, "targetPort": "web"}],
-                                    matchingPods=[p["metadata"]["name"] for p in running])
+    service = models.ServiceSummary(
+        name="echo",
+        selector={"app": "echo"},
+        ports=[{"port": 80, "targetPort": "web"}],
+        matchingPods=[p["metadata"]["name"] for p in running],
+    )
     target = models.ObjectRef(kind="Service", namespace="shop", name="echo")
     diagnosis = rules.diagnose(evidence_for(running, target=target, service=service))
     assert diagnosis.category == "service-port-mismatch"
