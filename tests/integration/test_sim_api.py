@@ -346,7 +346,7 @@ def test_custom_resources_from_crds_and_kubectl(kube: Kube, sim: Any) -> None:
         for c in kubernetes.client.ApiextensionsV1Api(kube.core.api_client).list_custom_resource_definition().items
     ]
     assert crds == ["incidents.aegis.dev", "results.core.k8sgpt.ai"]
-    status, body = error_of(
+    status, _ = error_of(
         lambda: kube.custom.patch_namespaced_custom_object(
             "aegis.dev", "v1alpha1", "default", "incidents", "nope", {"spec": {}}
         )

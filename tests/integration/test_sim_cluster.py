@@ -298,8 +298,9 @@ def test_k8sgpt_results_like_the_operator_writes_them(lab: tuple[cluster.SimClus
     assert texts in (
         ['Back-off pulling image "nginx:1.277"'],
         [
-            'rpc error: code = NotFound desc = failed to pull and unpack image "docker.io/library/nginx:1.277": failed to '
-            'resolve reference "docker.io/library/nginx:1.277": docker.io/library/nginx:1.277: not found'
+            "rpc error: code = NotFound desc = failed to pull and unpack image "
+            '"docker.io/library/nginx:1.277": failed to resolve reference "docker.io/library/nginx:1.277": '
+            "docker.io/library/nginx:1.277: not found"
         ],
     )
     # Fixed: the next cycle deletes the Result.
