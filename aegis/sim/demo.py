@@ -286,8 +286,9 @@ async def run_scenario(
 
 def _table(reports: list[Report], final: bool) -> Table:
     table = Table(title="AEGIS demo" + (" — results" if final else ""), expand=False)
-    for column in ("scenario", "namespace", "incident", "category (expected)", "phase", "result" if final else "stage"):
-        table.add_column(column)
+    for column in ("scenario", "namespace", "incident", "category (expected)", "phase"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("result" if final else "stage")
     for report in reports:
         category = (report.diagnosis or {}).get("category") or "-"
         shown = category if category == report.expected.category else f"{category} ({report.expected.category})"
@@ -312,8 +313,8 @@ def run(
     workdir: pathlib.Path | None = None,
 ) -> int:
     """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise."""
-    console = Console(stderr=True)
-    out = Console()
+    console = Console(stderr=True, soft_wrap=True)
+    out = Console(width=None if sys.stdout.isatty() else 200)
     loaded: list[scenarios.Scenario] = []
     for path in paths:
         try:
