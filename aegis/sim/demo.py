@@ -342,7 +342,7 @@ def run(
     kubeconfig = work / "kubeconfig"
     try:
         with cluster.SimCluster(kubeconfig, options) as sim:
-            console.print(f"Emulated cluster at {sim.url} (kubeconfig {kubeconfig}); operator log {work}/operator.log")
+            console.print(f"Emulated cluster at {sim.url}; the operator runs in-process with the production handlers.")
             operator = OperatorThread(sim.url, kubeconfig, settings, work / "operator.log")
             operator.start()
             try:
@@ -360,8 +360,10 @@ def run(
             finally:
                 operator.stop()
     finally:
-        if temp is not None:
+        if temp is not None and all(r.met for r in reports):
             temp.cleanup()
+        elif temp is not None:
+            console.print(f"Kept for inspection: {work} (operator.log, kubeconfig, state.sqlite)")
     if as_json:
         for report in reports:
             out.print_json(json.dumps(report.as_json())) if out.is_terminal else print(json.dumps(report.as_json()))
@@ -400,7 +402,7 @@ async def _drive(
 
             await asyncio.gather(*(tracked(t, r) for t, r in zip(tasks, reports, strict=True)))
             return
-        with Live(_table(reports, final=False), console=console, refresh_per_second=4) as view:
+        with Live(_table(reports, final=False), console=console, refresh_per_second=4, transient=True) as view:
             gathered = asyncio.gather(*tasks)
             while not gathered.done():
                 view.update(_table(reports, final=False))
