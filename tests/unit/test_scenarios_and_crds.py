@@ -41,7 +41,7 @@ def test_scenarios_cover_the_taxonomy_with_real_images() -> None:
             assert action in models.ActionKind.__args__, (scenario.name, action)  # type: ignore[attr-defined]
         for doc in scenario.manifests:
             for container in ((doc.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", []):
-                ref, entry, error = images.resolve(container["image"])
+                _, entry, error = images.resolve(container["image"])
                 assert entry is not None, f"{scenario.name}: the healthy manifests use a known image ({error})"
 
 
@@ -59,13 +59,15 @@ def test_change_files_are_complete_manifests_for_kubectl_apply() -> None:
 def test_scenario_errors_are_clear(tmp_path: pathlib.Path) -> None:
     import pytest
 
-    with pytest.raises(scenarios.ScenarioError, match="no manifests.yaml"):
+    with pytest.raises(scenarios.ScenarioError, match=r"no manifests\.yaml"):
         scenarios.load(tmp_path)
     (tmp_path / "manifests.yaml").write_text(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "b"}},
     ]))
-    (tmp_path / "expected.yaml").write_text("target: {kind: Deployment, name: x}\ncategory: image-pull\noutcome: heal\n")
+    (tmp_path / "expected.yaml").write_text(
+        "target: {kind: Deployment, name: x}\ncategory: image-pull\noutcome: heal\n"
+    )
     with pytest.raises(scenarios.ScenarioError, match="exactly one namespace"):
         scenarios.load(tmp_path)
     assert "ConfigMap" in client.KINDS
