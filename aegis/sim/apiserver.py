@@ -38,7 +38,7 @@ import attrs
 import kmock
 import yaml
 
-from aegis.sim import patching, selectors, validation
+from aegis.sim import patching, selectors, tables, validation
 
 logger = logging.getLogger("aegis.sim.api")
 
@@ -268,17 +268,19 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if sub is not None and sub not in res.subresources and sub != "log":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
+        wants_table = "as=Table" in (raw.headers.get("Accept") or "")
         if method == "GET" and route.name is None:
             if route.watch or query.get("watch") in ("true", "1"):
                 return await self._watch(raw, res, namespace, query)
-            return _json(self._list(res, namespace, query))
+            listing = self._list(res, namespace, query)
+            return _json(self._table(res, listing["items"]) if wants_table else listing)
         if method == "GET":
             if sub == "log":
                 return await self._log(res, namespace or "", route.name, query)
             obj = self._require(res, namespace or "", route.name)
             if sub == "scale":
                 return _json(_scale_of(obj))
-            return _json(obj)
+            return _json(self._table(res, [obj]) if wants_table and sub is None else obj)
         if method == "POST" and route.name is None:
             if res.plural == "bindings":
                 body = await _body(raw)
@@ -375,6 +377,14 @@ class SimAPIServer(kmock.KubernetesEmulator):
             return response
         await response.write_eof()
         return response
+
+    def _table(self, res: Resource, objects: list[dict[str, Any]]) -> dict[str, Any]:
+        columns = tables.BUILTIN.get(res.plural) if res.group in _BUILTIN_GROUPS else None
+        if columns is None:
+            crd = next((c for c in self.store.items(("apiextensions.k8s.io", "customresourcedefinitions"), None)
+                        if c["spec"]["group"] == res.group and c["spec"]["names"]["plural"] == res.plural), None)
+            columns = tables.crd_columns(crd, res.version) if crd else [("Age", "string", 0, tables._created)]
+        return tables.table(objects, columns, str(self.store.rv))
 
     # --- writing ---------------------------------------------------------------------------------
 

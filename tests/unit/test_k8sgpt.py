@@ -203,6 +203,16 @@ class FakeReader:
         self.reads.append((kind, namespace, name))
         return self.objects.get((kind, namespace, name))
 
+    async def list(self, kind: str, namespace: str, *, selector: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        wanted = (selector or {}).get("matchLabels") or {}
+        return [
+            obj
+            for (k, ns, _), obj in self.objects.items()
+            if k == kind
+            and ns == namespace
+            and all((obj["metadata"].get("labels") or {}).get(key) == value for key, value in wanted.items())
+        ]
+
 
 def _deployment_chain() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     deploy = factories.deployment("shop", "frontend", "nginx:bad")
@@ -262,3 +272,65 @@ def test_incident_names_are_readable_and_bounded() -> None:
     assert k8sgpt.incident_base_name(ref) == "deployment-frontend"
     long_ref = models.ObjectRef(kind="StatefulSet", namespace="shop", name="x" * 250)
     assert len(k8sgpt.incident_base_name(long_ref)) <= 240
+
+
+async def test_service_with_unready_backends_is_a_symptom_of_the_workload() -> None:
+    deploy, rs, pod = _deployment_chain()
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "frontend", "namespace": "shop"},
+        "spec": {"selector": {"app": "frontend"}},
+    }
+    finding = k8sgpt.parse_result(
+        factories.result(
+            "shop",
+            "frontend",
+            ["Service has not ready endpoints, pods: [Pod/frontend-7b9c6d5f4-x8k2p], expected 1"],
+            kind="Service",
+        )
+    )
+    target, chain, how = await k8sgpt.resolve_target(finding, FakeReader(deploy, rs, pod, service))
+    assert (target.kind, target.name, how) == ("Deployment", "frontend", "backends not ready")
+    assert [ref.kind for ref in chain] == ["Service", "Pod", "ReplicaSet"]
+
+
+async def test_service_whose_backends_are_ready_or_absent_is_its_own_target() -> None:
+    deploy, rs, pod = _deployment_chain()
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "frontend", "namespace": "shop"},
+        "spec": {"selector": {"app": "frontend"}},
+    }
+    typo = {
+        "kind": "Service",
+        "metadata": {"name": "typo", "namespace": "shop"},
+        "spec": {"selector": {"app": "front-end"}},
+    }
+    reader = FakeReader(deploy, rs, pod, service, typo)
+    for name in ("frontend", "typo"):
+        finding = k8sgpt.parse_result(factories.result("shop", name, ["Service has no endpoints"], kind="Service"))
+        target, chain, _ = await k8sgpt.resolve_target(finding, reader)
+        assert (target.kind, target.name, chain) == ("Service", name, [])
+
+
+async def test_claim_that_pods_wait_for_belongs_to_their_workload() -> None:
+    deploy, rs, pod = _deployment_chain()
+    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "frontend-data"}}]
+    claim = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "frontend-data", "namespace": "shop"},
+        "spec": {"storageClassName": "fast-ssd"},
+    }
+    lonely = {"kind": "PersistentVolumeClaim", "metadata": {"name": "unused", "namespace": "shop"}, "spec": {}}
+    reader = FakeReader(deploy, rs, pod, claim, lonely)
+    finding = k8sgpt.parse_result(
+        factories.result(
+            "shop", "frontend-data", ['storageclass.storage.k8s.io "fast-ssd" not found'], kind="PersistentVolumeClaim"
+        )
+    )
+    target, _, how = await k8sgpt.resolve_target(finding, reader)
+    assert (target.kind, target.name, how) == ("Deployment", "frontend", "pods wait for the claim")
+    finding = k8sgpt.parse_result(factories.result("shop", "unused", ["x"], kind="PersistentVolumeClaim"))
+    target, _, _ = await k8sgpt.resolve_target(finding, reader)
+    assert (target.kind, target.name) == ("PersistentVolumeClaim", "unused")
