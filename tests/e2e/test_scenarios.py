@@ -20,7 +20,11 @@ SCENARIOS = sorted(p for p in (ROOT / "examples" / "incidents").iterdir() if (p 
 def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aegis.cli", "demo", "--json", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -48,7 +52,11 @@ def test_scenario_meets_its_expectations(scenario: pathlib.Path) -> None:
 
 def test_demo_runs_every_scenario_and_summarises() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "aegis.cli", "demo"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [sys.executable, "-m", "aegis.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -61,10 +69,15 @@ def test_demo_runs_every_scenario_and_summarises() -> None:
 def test_a_scenario_outside_the_repo_and_a_failing_expectation(tmp_path: pathlib.Path) -> None:
     scenario = tmp_path / "my-incident"
     scenario.mkdir()
-    (scenario / "manifests.yaml").write_text((ROOT / "examples/incidents/bad-image-tag/manifests.yaml").read_text()
-                                             .replace("storefront", "elsewhere").replace("nginx:1.27", "nginx:9.9"))
+    (scenario / "manifests.yaml").write_text(
+        (ROOT / "examples/incidents/bad-image-tag/manifests.yaml")
+        .read_text()
+        .replace("storefront", "elsewhere")
+        .replace("nginx:1.27", "nginx:9.9")
+    )
     (scenario / "expected.yaml").write_text(
-        "target: {kind: Deployment, name: web}\ncategory: oom-killed\nactions: [set-resources]\noutcome: heal\n")
+        "target: {kind: Deployment, name: web}\ncategory: oom-killed\nactions: [set-resources]\noutcome: heal\n"
+    )
     proc = demo("--incident", str(scenario))
     report = json.loads(proc.stdout.strip().splitlines()[0])
     assert report["diagnosis"]["category"] == "image-pull"

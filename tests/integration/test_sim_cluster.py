@@ -120,7 +120,7 @@ def test_rollout_bad_tag_and_rollback_through_revisions(lab: tuple[cluster.SimCl
 
 
 def test_kubelet_failures_as_the_real_kubelet_reports_them(lab: tuple[cluster.SimCluster, Kube]) -> None:
-    _, kube = lab
+    sim, kube = lab
     deploy(
         kube,
         "oom",
@@ -191,6 +191,19 @@ def test_kubelet_failures_as_the_real_kubelet_reports_them(lab: tuple[cluster.Si
         for m in messages
     )
     assert "Container podinfo failed liveness probe, will be restarted" in messages
+
+    # kubectl gets server-side tables, as from a real API server.
+    import subprocess
+
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(sim.kubeconfig), "get", "pods", "-n", NS, "-l", "app=db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    header, row = out.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], out.stderr
+    assert row.split()[1:3] in (["0/1", "CrashLoopBackOff"], ["0/1", "Error"], ["1/1", "Running"])
 
 
 def test_services_claims_and_scheduling(lab: tuple[cluster.SimCluster, Kube]) -> None:

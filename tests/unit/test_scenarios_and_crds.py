@@ -49,8 +49,11 @@ def test_change_files_are_complete_manifests_for_kubectl_apply() -> None:
     for path in scenarios.discover(EXAMPLES):
         scenario = scenarios.load(path)
         for doc in scenario.change:
-            original = next(m for m in scenario.manifests if (m["kind"], m["metadata"]["name"]) ==
-                            (doc["kind"], doc["metadata"]["name"]))
+            original = next(
+                m
+                for m in scenario.manifests
+                if (m["kind"], m["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"])
+            )
             # kubectl apply removes fields missing from the new manifest: a partial change.yaml would break.
             assert doc["spec"]["selector"] == original["spec"]["selector"], path.name
             assert set(doc["spec"]) >= set(original["spec"]) - {"strategy"}, path.name
@@ -61,10 +64,14 @@ def test_scenario_errors_are_clear(tmp_path: pathlib.Path) -> None:
 
     with pytest.raises(scenarios.ScenarioError, match=r"no manifests\.yaml"):
         scenarios.load(tmp_path)
-    (tmp_path / "manifests.yaml").write_text(yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "b"}},
-    ]))
+    (tmp_path / "manifests.yaml").write_text(
+        yaml.safe_dump_all(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "b"}},
+            ]
+        )
+    )
     (tmp_path / "expected.yaml").write_text(
         "target: {kind: Deployment, name: x}\ncategory: image-pull\noutcome: heal\n"
     )
