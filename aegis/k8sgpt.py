@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from aegis import models
+from aegis import models, redact
 
 RESULT_GROUP = "core.k8sgpt.ai"
 RESULT_VERSION = "v1alpha1"
@@ -47,6 +47,10 @@ _MAX_TEXT_LEN = 4000
 
 class InvalidResult(ValueError):
     """A Result that AEGIS cannot act on; ``str(exc)`` says why."""
+
+
+class UnsupportedResult(InvalidResult):
+    """A well-formed Result about something AEGIS does not remediate (a Node, an Ingress...)."""
 
 
 class ObjectReader(Protocol):
@@ -90,7 +94,8 @@ def _parse_failures(raw: Any) -> list[models.Failure]:
                             masked=str(_field(item, "masked", "Masked") or ""),
                         )
                     )
-        failures.append(models.Failure(text=text.strip()[:_MAX_TEXT_LEN], sensitive=masks))
+        # The Log analyzer copies raw log lines: redact before the text is stored anywhere.
+        failures.append(models.Failure(text=redact.text(text.strip()[:_MAX_TEXT_LEN]), sensitive=masks))
     if not failures:
         raise InvalidResult("spec.error is empty: the Result reports no failure")
     return failures
@@ -112,7 +117,8 @@ def parse_result(body: Mapping[str, Any]) -> models.Finding:
     if not isinstance(kind, str) or not kind:
         raise InvalidResult("spec.kind is missing")
     if kind not in SUPPORTED_KINDS:
-        raise InvalidResult(f"kind {kind!r} is not something AEGIS remediates (supported: {sorted(SUPPORTED_KINDS)})")
+        supported = ", ".join(sorted(SUPPORTED_KINDS))
+        raise UnsupportedResult(f"kind {kind!r} is not something AEGIS remediates (supported: {supported})")
 
     raw_name = _field(spec, "name")
     if not isinstance(raw_name, str) or not raw_name:
@@ -156,26 +162,38 @@ def parse_result(body: Mapping[str, Any]) -> models.Finding:
 _UID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _POD_ARG = re.compile(r"\bpod=\S+")
 _POD_SLICE = re.compile(r"pods: \[[^\]]*\]")
-_POD_NAME = re.compile(
-    r"\b([a-z0-9]([-a-z0-9]*[a-z0-9])?)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}\b"
-)
-_RS_NAME = re.compile(r"\b([a-z0-9]([-a-z0-9]*[a-z0-9])?)-[bcdfghjklmnpqrstvwxz2456789]{8,10}\b")
-_STS_POD = re.compile(r"\b([a-z0-9]([-a-z0-9]*[a-z0-9])?)-\d+\b(?= in the namespace)")
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9.-]*")  # a possible object name; one linear pass over the text
+_SAFE = frozenset("bcdfghjklmnpqrstvwxz2456789")  # the alphabet of pod-template-hash and pod suffixes
+_STS_POD = re.compile(r"\b([a-z0-9][-a-z0-9]*)-\d+ in the namespace")
 _DURATION = re.compile(r"\b\d+(h|m|s|ms)(\d+(m|s|ms))*\b")
 # Counts ("has 3 replicas but 1 are available"), not digits inside tags, versions, paths or key=value pairs.
 _NUMBER = re.compile(r"(?<![\w.:/=-])\d+(?![\w.:/-])")
+_MAX_NORMALIZED = 2000
+
+
+def _generated(part: str, lengths: range) -> bool:
+    return len(part) in lengths and all(char in _SAFE for char in part)
+
+
+def _strip_generated(token: str) -> str:
+    """``web-7b9c6d5f4-x8k2p`` -> ``web-<pod>``, ``web-7b9c6d5f4`` -> ``web-<hash>``; other tokens unchanged."""
+    parts = token.split("-")
+    if len(parts) >= 3 and _generated(parts[-1], range(5, 6)) and _generated(parts[-2], range(6, 11)):
+        return "-".join(parts[:-2]) + "-<pod>"
+    if len(parts) >= 2 and _generated(parts[-1], range(8, 11)):
+        return "-".join(parts[:-1]) + "-<hash>"
+    return token
 
 
 def normalize_text(text: str, object_name: str = "") -> str:
     """A failure text without the parts that change from pod to pod and cycle to cycle."""
-    out = _UID.sub("<uid>", text)
+    out = _UID.sub("<uid>", text[:_MAX_NORMALIZED])
     out = _POD_ARG.sub("pod=<pod>", out)
     out = _POD_SLICE.sub("pods: [<pods>]", out)
-    out = _POD_NAME.sub(r"\1-<pod>", out)
-    out = _RS_NAME.sub(r"\1-<hash>", out)
+    out = _TOKEN.sub(lambda match: _strip_generated(match.group(0)), out)
     if object_name:
         out = re.sub(rf"(?<![\w.-]){re.escape(object_name)}(?![\w.-])", "<object>", out)
-    out = _STS_POD.sub(r"\1-<ordinal>", out)
+    out = _STS_POD.sub(r"\1-<ordinal> in the namespace", out)
     out = _DURATION.sub("<duration>", out)
     out = _NUMBER.sub("<n>", out)
     return " ".join(out.split())

@@ -190,6 +190,7 @@ class ContainerState(_Model):
     memory_request: str | None = pydantic.Field(default=None, alias="memoryRequest")
     ports: list[dict[str, Any]] = pydantic.Field(default_factory=list)  # declared {name?, containerPort}
     env_names: list[str] = pydantic.Field(default_factory=list, alias="envNames")  # names only, never values
+    env_from: list[str] = pydantic.Field(default_factory=list, alias="envFrom")  # "configmap x" / "secret y"
     init: bool = False
 
 

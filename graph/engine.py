@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "
 
 # After these phases the problem was fixed; a *new* report on the target is a recurrence.
 REOPEN_AFTER = frozenset({"Resolved"})
+INTAKE_RETRIES = (5.0, 15.0, 45.0, 135.0)  # seconds before re-processing a Result whose intake failed
+RUN_RETRIES = (2.0, 6.0, 18.0)  # seconds before resuming a workflow run that raised
 _SEEN_LIMIT = 10_000
 
 
@@ -71,17 +74,22 @@ class Engine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._target_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._seen: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._retries: set[asyncio.Task[None]] = set()
         self._closing = False
 
     # --- Result events ---------------------------------------------------------------------------
 
-    async def on_result(self, body: Mapping[str, Any]) -> IntakeResult:
+    async def on_result(self, body: Mapping[str, Any], attempt: int = 0) -> IntakeResult:
         """A Result was created, updated, or listed at start-up."""
         try:
             finding = k8sgpt.parse_result(body)
+        except k8sgpt.UnsupportedResult as exc:
+            return IntakeResult("ignored", str(exc))
         except k8sgpt.InvalidResult as exc:
             return IntakeResult("invalid", f"malformed K8sGPT Result: {exc}")
         digest = _content_digest(finding)
+        self._latest[finding.result_key] = dict(body)
         if self._seen.get(finding.result_key) == digest:
             return IntakeResult("unchanged", "same content as last processed")
         if not self.settings.namespace_allowed(finding.namespace):
@@ -92,10 +100,30 @@ class Engine:
                 result = await self._upsert(finding, target, chain, how)
         except k8sgpt.InvalidResult as exc:
             return IntakeResult("invalid", str(exc))
-        except client.ClusterError as exc:
-            return IntakeResult("error", f"{exc} (retried at the Result's next event)")
+        except Exception as exc:  # API errors, timeouts, anything unexpected: retry, never lose the Result
+            return self._retry_later(finding.result_key, attempt, exc)
         self._remember(finding.result_key, digest)
         return result
+
+    def _retry_later(self, key: str, attempt: int, exc: BaseException) -> IntakeResult:
+        """Process the newest version of this Result again after a back-off (K8sGPT may not rewrite it soon)."""
+        reason = _describe(exc)
+        if attempt >= len(INTAKE_RETRIES) or self._closing:
+            logger.error("giving up on K8sGPT Result %s after %d attempts: %s", key, attempt + 1, reason)
+            return IntakeResult("error", f"{reason}; gave up after {attempt + 1} attempts")
+        delay = INTAKE_RETRIES[attempt]
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            body = self._latest.get(key)
+            if body is not None:
+                outcome = await self.on_result(body, attempt + 1)
+                logger.info("retried K8sGPT Result %s: %s (%s)", key, outcome.status, outcome.reason)
+
+        task = asyncio.create_task(again(), name=f"aegis:retry:{key}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+        return IntakeResult("error", f"{reason}; retrying in {delay:.0f}s")
 
     async def _upsert(
         self, finding: models.Finding, target: models.ObjectRef, chain: list[models.ObjectRef], how: str
@@ -110,31 +138,36 @@ class Engine:
             firstSeen=now,
             lastSeen=now,
         )
+        signature = k8sgpt.signature(finding)
         existing = await self.store.for_target(target)
         current = existing[-1] if existing else None
-        signature = k8sgpt.signature(finding)
 
         if current is not None:
             known = incidents.incident_from_object(current)
+            ref = f"{known.namespace}/{known.name}"
             previous = next((s for s in known.sources if s.result == source.result), None)
-            is_known = previous is not None and previous.active and previous.texts == texts
-            recurrence = incidents.phase_of(current) in REOPEN_AFTER and not is_known
-            if not recurrence:
-                ref = f"{known.namespace}/{known.name}"
-                if is_known:
-                    await self._ensure_running(current)
-                    return IntakeResult("unchanged", "source already recorded", ref)
-                if previous is not None:
-                    source = source.model_copy(update={"first_seen": previous.first_seen})
-                sources = [s for s in known.sources if s.result != source.result] + [source]
-                await self.store.set_sources(known.namespace, known.name, sources)
+            if previous is not None and previous.active and previous.texts == texts:
+                await self._ensure_running(current)
+                return IntakeResult("unchanged", "source already recorded", ref)
+            if not _recurrence(incidents.phase_of(current), known, finding, signature):
+
+                def join(incident: models.Incident) -> dict[str, Any]:
+                    earlier = next((s for s in incident.sources if s.result == source.result), None)
+                    joined = source.model_copy(update={"first_seen": earlier.first_seen}) if earlier else source
+                    return {
+                        "sources": [s for s in incident.sources if s.result != source.result] + [joined],
+                        "signature": sorted(set(incident.signature) | set(signature)),
+                    }
+
+                await self.store.update_spec(known.namespace, known.name, join)
                 new_symptoms = [text for text in signature if text not in known.signature]
                 if new_symptoms and incidents.phase_of(current) not in models.TERMINAL_PHASES:
                     note = f"also reported by {finding.kind} {source.object}: {'; '.join(texts)}"
-                    entry = models.TimelineEntry(at=now, stage="intake", message=note)
-                    await self.store.note(known.namespace, known.name, entry)
+                    await self.store.note(
+                        known.namespace, known.name, models.TimelineEntry(at=now, stage="intake", message=note)
+                    )
                 await self._ensure_running(current)
-                return IntakeResult("joined", f"{finding.kind} {source.object} joins the open incident", ref)
+                return IntakeResult("joined", f"{finding.kind} {source.object} joins incident {known.name}", ref)
 
         incident = models.Incident(
             name=incidents.next_name(k8sgpt.incident_base_name(target), existing),
@@ -148,10 +181,14 @@ class Engine:
         obj, created = await self.store.create(incident)
         ref = f"{incident.namespace}/{incident.name}"
         if created:
+            previous_note = f"; the problem came back after {current['metadata']['name']}" if current else ""
             opened = models.TimelineEntry(
-                at=now, stage="intake", message=f"opened from K8sGPT Result {finding.result_key} (target by {how})"
+                at=now,
+                stage="intake",
+                message=f"opened from K8sGPT Result {finding.result_key} (target by {how}){previous_note}",
             )
-            await self.store.set_status(incident.namespace, incident.name, {"phase": "Pending"}, [opened])
+            # No phase here: the workflow may already be running (the Incident's ADDED event) and owns the phase.
+            await self.store.set_status(incident.namespace, incident.name, {}, [opened])
         await self._ensure_running(obj)
         return IntakeResult("created" if created else "joined", f"incident for {target}", ref)
 
@@ -160,20 +197,32 @@ class Engine:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         self._seen.pop(key, None)
+        self._latest.pop(key, None)
         touched = []
-        for obj in await self.store.list():
-            known = incidents.incident_from_object(obj)
-            if not any(s.result == key and s.active for s in known.sources):
-                continue
-            sources = [s.model_copy(update={"active": False}) if s.result == key else s for s in known.sources]
-            await self.store.set_sources(known.namespace, known.name, sources)
-            remaining = sum(1 for s in sources if s.active)
-            message = f"K8sGPT no longer reports Result {key}" + (
-                "; no active K8sGPT report remains" if not remaining else f"; {remaining} report(s) remain"
-            )
-            entry = models.TimelineEntry(at=self.deps.clock(), stage="intake", message=message)
-            await self.store.note(known.namespace, known.name, entry)
-            touched.append(f"{known.namespace}/{known.name}")
+        try:
+            for obj in await self.store.list():
+                try:
+                    known = incidents.incident_from_object(obj)
+                except (KeyError, ValueError):
+                    continue
+                if not any(s.result == key and s.active for s in known.sources):
+                    continue
+                async with self._target_locks[known.target.key]:
+                    updated = await self.store.update_spec(
+                        known.namespace, known.name, functools.partial(_deactivate, key=key)
+                    )
+                if updated is None:
+                    continue
+                remaining = sum(1 for s in (updated.get("spec") or {}).get("sources") or [] if s.get("active", True))
+                message = f"K8sGPT no longer reports Result {key}" + (
+                    "; no active K8sGPT report remains" if not remaining else f"; {remaining} report(s) remain"
+                )
+                entry = models.TimelineEntry(at=self.deps.clock(), stage="intake", message=message)
+                await self.store.note(known.namespace, known.name, entry)
+                touched.append(f"{known.namespace}/{known.name}")
+        except Exception as exc:
+            logger.warning("could not record that K8sGPT deleted Result %s: %s", key, _describe(exc))
+            return IntakeResult("error", _describe(exc))
         if not touched:
             return IntakeResult("ignored", f"no incident lists Result {key}")
         return IntakeResult("noted", f"Result {key} deleted", ", ".join(touched))
@@ -182,16 +231,35 @@ class Engine:
 
     async def on_incident(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         """An Incident was listed or changed: resume its workflow if it is unfinished."""
-        meta = body.get("metadata") or {}
-        thread_prefix = f"{meta.get('namespace')}/{meta.get('name')}/"
+        obj = dict(body)
+        meta = obj.get("metadata") or {}
         if deleted:
+            thread_prefix = f"{meta.get('namespace')}/{meta.get('name')}/"
             for thread_id, task in list(self._tasks.items()):
                 if thread_id.startswith(thread_prefix):
                     task.cancel()
+            for source in (obj.get("spec") or {}).get("sources") or []:  # a re-report may open a new one
+                self._seen.pop(str(source.get("result")), None)
             return
-        if incidents.phase_of(dict(body)) in models.TERMINAL_PHASES:
+        if incidents.phase_of(obj) in models.TERMINAL_PHASES:
             return
-        await self._ensure_running(dict(body))
+        refusal = self._refuse(obj)
+        if refusal:
+            logger.warning("not running Incident %s/%s: %s", meta.get("namespace"), meta.get("name"), refusal)
+            return
+        await self._ensure_running(obj)
+
+    def _refuse(self, obj: dict[str, Any]) -> str | None:
+        """Why AEGIS must not work on this Incident (it only runs its own, on allowed targets in their namespace)."""
+        meta = obj.get("metadata") or {}
+        if (meta.get("labels") or {}).get(incidents.LABEL_MANAGED) != "aegis":
+            return "not created by AEGIS"
+        target = (obj.get("spec") or {}).get("target") or {}
+        if target.get("namespace") != meta.get("namespace"):
+            return f"its target is in namespace {target.get('namespace')!r}, not in the Incident's own"
+        if not self.settings.namespace_allowed(str(target.get("namespace"))):
+            return f"namespace {target.get('namespace')} is not watched by AEGIS"
+        return None
 
     # --- workflow runs ---------------------------------------------------------------------------
 
@@ -215,25 +283,39 @@ class Engine:
             del self._tasks[key]
 
     async def _run(self, incident: models.Incident) -> None:
+        """Start, resume or finish this incident's thread; transient errors resume it from its checkpoint."""
         config_ = {"configurable": {"thread_id": incident.thread_id}}
-        async with self._slots:
-            try:
-                snapshot = await self.graph.aget_state(config_)
-                if snapshot.values and not snapshot.next:
-                    return  # finished before (e.g. a duplicate event after a restart)
-                if snapshot.interrupts:
-                    return  # waiting for a human; resumed by the approval handler
-                payload = None if snapshot.values else self._initial_state(incident)
-                await asyncio.wait_for(
-                    self.graph.ainvoke(payload, config_, context=self.deps),
-                    timeout=self.settings.workflow_timeout_seconds,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                reason = _describe(exc)
-                logger.exception("workflow of Incident %s/%s failed: %s", incident.namespace, incident.name, reason)
-                await self._fail(incident, reason)
+        for attempt in range(len(RUN_RETRIES) + 1):
+            async with self._slots:
+                try:
+                    snapshot = await self.graph.aget_state(config_)
+                    if snapshot.values and not snapshot.next:
+                        return  # finished before (e.g. a duplicate event after a restart)
+                    if snapshot.interrupts:
+                        return  # waiting for a human; resumed by the approval handler
+                    payload = None if snapshot.values else self._initial_state(incident)
+                    await asyncio.wait_for(
+                        self.graph.ainvoke(payload, config_, context=self.deps),
+                        timeout=self.settings.workflow_timeout_seconds,
+                    )
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    reason = _describe(exc)
+                    final = attempt == len(RUN_RETRIES) or isinstance(exc, TimeoutError) or self._closing
+                    logger.warning(
+                        "workflow of Incident %s/%s failed (attempt %d): %s",
+                        incident.namespace,
+                        incident.name,
+                        attempt + 1,
+                        reason,
+                        exc_info=final,
+                    )
+                    if final:
+                        await self._fail(incident, reason)
+                        return
+            await asyncio.sleep(RUN_RETRIES[attempt])
 
     def _initial_state(self, incident: models.Incident) -> dict[str, Any]:
         hints = [text for source in incident.sources for text in source.texts]
@@ -258,6 +340,8 @@ class Engine:
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop starting runs, give running ones a grace period, cancel the rest (they resume on restart)."""
         self._closing = True
+        for task in list(self._retries):
+            task.cancel()
         await self.wait_idle(grace)
         for task in list(self._tasks.values()):
             task.cancel()
@@ -269,6 +353,36 @@ class Engine:
         self._seen.move_to_end(key)
         while len(self._seen) > _SEEN_LIMIT:
             self._seen.popitem(last=False)
+
+
+def _deactivate(incident: models.Incident, key: str) -> dict[str, Any] | None:
+    """The spec change that marks the source from Result ``key`` inactive (None if it is not active)."""
+    if not any(s.result == key and s.active for s in incident.sources):
+        return None
+    return {"sources": [s.model_copy(update={"active": False}) if s.result == key else s for s in incident.sources]}
+
+
+def _recurrence(phase: str, known: models.Incident, finding: models.Finding, signature: list[str]) -> bool:
+    """Whether a report on a target whose latest incident is ``known`` opens a new incident.
+
+    Only after that incident ended, and only if the problem is new: it was fixed
+    (Resolved), K8sGPT had stopped reporting it (every source inactive), or a pod
+    now fails in a way none of the incident's pods did. A Deployment or Service
+    text is a symptom and never reopens on its own.
+    """
+    if phase not in models.TERMINAL_PHASES:
+        return False
+    if phase in REOPEN_AFTER or not any(s.active for s in known.sources):
+        return True
+    if finding.kind != "Pod":
+        return False
+    pod_signatures = {
+        k8sgpt.normalize_text(text, source.object.split("/", 1)[-1])
+        for source in known.sources
+        if source.kind == "Pod"
+        for text in source.texts
+    }
+    return bool(pod_signatures) and not (set(signature) & pod_signatures)
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,11 +22,13 @@ async def result_event(event: kopf.RawEvent, memo: kopf.Memo, logger: logging.Lo
         outcome = await memo.engine.on_result_deleted(body)
     else:
         outcome = await memo.engine.on_result(body)
-    if outcome.status == "invalid":
-        logger.warning("Result ignored: %s", outcome.reason)
+    if outcome.status == "invalid":  # also posted as a Warning Event on the Result
+        logger.warning("Result rejected: %s", outcome.reason)
     elif outcome.status == "error":
         logger.warning("Result not processed yet: %s", outcome.reason)
     elif outcome.status in ("created", "joined", "noted"):
         logger.info("%s: %s (%s)", outcome.status, outcome.incident, outcome.reason)
+    elif outcome.status == "ignored":
+        logger.info("Result ignored: %s", outcome.reason)
     else:
         logger.debug("%s: %s", outcome.status, outcome.reason)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from aegis import config, models
+from aegis import config, models, redact
 from aegis.kube import client
 
 _POD_OWNER_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
@@ -33,6 +33,12 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
             "image": container.get("image", ""),
             "ports": [{k: p[k] for k in ("name", "containerPort") if k in p} for p in container.get("ports") or []],
             "envNames": [e.get("name", "") for e in container.get("env") or []],
+            "envFrom": [
+                f"{key.removesuffix('Ref').lower()} {ref[key].get('name')}"
+                for ref in container.get("envFrom") or []
+                for key in ("configMapRef", "secretRef")
+                if key in ref
+            ],
         }
     out: list[models.ContainerState] = []
     statuses = [(True, s) for s in status.get("initContainerStatuses") or []] + [
@@ -52,7 +58,7 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                 restartCount=int(cs.get("restartCount") or 0),
                 state=state_name,
                 reason=str((state or {}).get("reason") or ""),
-                message=str((state or {}).get("message") or "")[:1000],
+                message=redact.text(str((state or {}).get("message") or "")[:1000]),
                 exitCode=(state or {}).get("exitCode"),
                 lastReason=str(last.get("reason") or ""),
                 lastExitCode=last.get("exitCode"),
@@ -60,6 +66,7 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                 memoryRequest=limits.get(name, {}).get("memoryRequest"),
                 ports=limits.get(name, {}).get("ports", []),
                 envNames=limits.get(name, {}).get("envNames", []),
+                envFrom=limits.get(name, {}).get("envFrom", []),
                 init=init,
             )
         )
@@ -74,6 +81,7 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                     memoryRequest=limits.get(name, {}).get("memoryRequest"),
                     ports=limits.get(name, {}).get("ports", []),
                     envNames=limits.get(name, {}).get("envNames", []),
+                    envFrom=limits.get(name, {}).get("envFrom", []),
                 )
             )
     return out
@@ -116,6 +124,19 @@ def _env_sources(container: dict[str, Any]) -> list[str]:
     return out
 
 
+def _probe_summary(probe: dict[str, Any]) -> dict[str, Any]:
+    """A probe without what may carry secrets: header values and exec commands."""
+    out = {k: v for k, v in probe.items() if k not in ("exec", "httpGet")}
+    if "httpGet" in probe:
+        http = dict(probe["httpGet"])
+        if http.get("httpHeaders"):
+            http["httpHeaders"] = [{"name": h.get("name"), "value": redact.MASK} for h in http["httpHeaders"]]
+        out["httpGet"] = http
+    if "exec" in probe:
+        out["exec"] = {"command": [redact.MASK]}
+    return out
+
+
 def summarize_target(obj: dict[str, Any]) -> dict[str, Any]:
     """The fields of a workload, Service or PVC that matter for a diagnosis."""
     kind = obj.get("kind", "")
@@ -135,7 +156,9 @@ def summarize_target(obj: dict[str, Any]) -> dict[str, Any]:
                 "ports": [p.get("containerPort") for p in c.get("ports") or []],
                 "resources": c.get("resources") or {},
                 "env": _env_sources(c),
-                "probes": {p: c[p] for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in c},
+                "probes": {
+                    p: _probe_summary(c[p]) for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in c
+                },
             }
             for c in pod_spec.get("containers") or []
         ]
@@ -181,11 +204,18 @@ def summarize_event(event: dict[str, Any]) -> models.EventSummary:
     return models.EventSummary(
         type=str(event.get("type") or ""),
         reason=str(event.get("reason") or ""),
-        message=str(event.get("message") or event.get("note") or "")[:1000],
+        message=redact.text(str(event.get("message") or event.get("note") or "")[:1000]),
         object=f"{involved.get('kind', '')}/{involved.get('name', '')}",
         count=int(event.get("count") or (event.get("series") or {}).get("count") or 1),
         lastSeen=_event_time(event),
     )
+
+
+def _health_order(pod: dict[str, Any]) -> tuple[int, str]:
+    status = pod.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    return (0 if not ready or restarts else 1, (pod.get("metadata") or {}).get("name", ""))
 
 
 class EvidenceGatherer:
@@ -212,7 +242,9 @@ class EvidenceGatherer:
             target=target, ownerChain=incident.owner_chain, hints=list(hints), collectedAt=now, gaps=gaps
         )
         if obj is None:
-            evidence.target_found = bool(gaps)  # a failed read is a gap, not proof that the target is gone
+            if gaps:  # a failed read is no proof that the target is gone: fail the step, it is retried
+                raise client.ClusterError(gaps[0])
+            evidence.target_found = False
             return evidence
         evidence.target_summary = summarize_target(obj)
         spec = obj.get("spec") or {}
@@ -221,8 +253,24 @@ class EvidenceGatherer:
         involved: set[str] = {target.name} | {ref.name for ref in incident.owner_chain}
         if target.kind == "Pod":
             pods = [obj]
-        elif target.kind in _POD_OWNER_KINDS or target.kind == "CronJob":
-            selector = spec.get("selector") or ((spec.get("jobTemplate") or {}).get("spec") or {}).get("selector")
+        elif target.kind == "CronJob":
+            jobs = await attempt(f"list Jobs of {target}", self.cluster.list("Job", ns), [])
+            mine = [
+                job
+                for job in jobs
+                if any(
+                    ref.get("uid") == (obj.get("metadata") or {}).get("uid")
+                    for ref in job["metadata"].get("ownerReferences") or []
+                )
+            ]
+            for job in sorted(mine, key=lambda j: j["metadata"].get("creationTimestamp", ""))[-3:]:
+                involved.add(job["metadata"]["name"])
+                selector = {"matchLabels": {"job-name": job["metadata"]["name"]}}
+                pods += await attempt(
+                    f"list pods of Job {job['metadata']['name']}", self.cluster.list("Pod", ns, selector=selector), []
+                )
+        elif target.kind in _POD_OWNER_KINDS:
+            selector = spec.get("selector")
             if selector:
                 pods = await attempt(f"list pods of {target}", self.cluster.list("Pod", ns, selector=selector), [])
             if target.kind == "Deployment" and selector:
@@ -279,6 +327,7 @@ class EvidenceGatherer:
                 )
             ]
 
+        pods.sort(key=_health_order)  # broken pods first, so truncation never hides them
         pods = pods[: self.settings.evidence_max_pods]
         evidence.pods = [summarize_pod(p) for p in pods]
         involved |= {p["metadata"]["name"] for p in pods}
@@ -353,5 +402,5 @@ class EvidenceGatherer:
                     [],
                 )
                 if lines:
-                    logs[f"{pod.name}/{container.name}"] = lines
+                    logs[f"{pod.name}/{container.name}"] = redact.lines(lines)
         return logs

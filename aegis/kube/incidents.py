@@ -9,6 +9,7 @@ whole each time, so a retried write is idempotent. Used by ``graph.engine``
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from aegis import k8sgpt, models
@@ -19,6 +20,8 @@ LABEL_TARGET = "aegis.dev/target"
 LABEL_TARGET_KIND = "aegis.dev/target-kind"
 LABEL_FINGERPRINT = "aegis.dev/fingerprint"
 _CONFLICT_RETRIES = 5
+MAX_TIMELINE = 200  # lines kept on an Incident: the first few and the most recent
+MAX_INACTIVE_SOURCES = 20  # sources K8sGPT no longer reports, kept for history
 
 
 def incident_body(incident: models.Incident) -> dict[str, Any]:
@@ -119,15 +122,37 @@ class IncidentStore:
             raise client.ClusterError(f"Incident {incident.namespace}/{incident.name} conflicted but cannot be read")
         return existing, False
 
-    async def set_sources(self, namespace: str, name: str, sources: list[models.Source]) -> dict[str, Any] | None:
-        return await self.cluster.patch_custom(
-            models.API_GROUP,
-            models.API_VERSION,
-            models.INCIDENT_PLURAL,
-            namespace,
-            name,
-            {"spec": {"sources": [source.dump() for source in sources]}},
-        )
+    async def update_spec(
+        self, namespace: str, name: str, mutate: Callable[[models.Incident], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write of the Incident's spec: ``mutate`` returns the spec fields to change (or None).
+
+        Returns the updated object, or None when the Incident is gone or nothing had to change.
+
+        The write carries the resourceVersion it was computed from and is retried on 409, so two
+        concurrent updates (a Result deleted while another is created) never lose each other's change.
+        """
+        for _attempt in range(_CONFLICT_RETRIES):
+            obj = await self.get(namespace, name)
+            if obj is None:
+                return None
+            changes = mutate(incident_from_object(obj))
+            if not changes:
+                return None
+            if "sources" in changes:
+                changes["sources"] = [s.dump() for s in trim_sources(changes["sources"])]
+            patch: dict[str, Any] = {"spec": changes}
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                patch["metadata"] = {"resourceVersion": version}
+            try:
+                return await self.cluster.patch_custom(
+                    models.API_GROUP, models.API_VERSION, models.INCIDENT_PLURAL, namespace, name, patch
+                )
+            except client.ClusterError as exc:
+                if exc.status != 409:
+                    raise
+        raise client.ClusterError(f"Incident {namespace}/{name}: spec kept changing under us; gave up", 409)
 
     async def set_status(
         self,
@@ -148,7 +173,7 @@ class IncidentStore:
             patch: dict[str, Any] = {"status": dict(status)}
             if timeline:
                 existing = list((obj.get("status") or {}).get("timeline") or [])
-                patch["status"]["timeline"] = existing + [line.dump() for line in timeline]
+                patch["status"]["timeline"] = trim_timeline(existing + [line.dump() for line in timeline])
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if version:
                 patch["metadata"] = {"resourceVersion": version}
@@ -164,6 +189,21 @@ class IncidentStore:
     async def note(self, namespace: str, name: str, entry: models.TimelineEntry) -> None:
         """Append one timeline line (e.g. a Result was deleted) without touching anything else."""
         await self.set_status(namespace, name, {}, [entry])
+
+
+def trim_timeline(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most MAX_TIMELINE lines: how it started and how it is going."""
+    if len(lines) <= MAX_TIMELINE:
+        return lines
+    head = 10
+    return lines[:head] + lines[-(MAX_TIMELINE - head) :]
+
+
+def trim_sources(sources: list[models.Source]) -> list[models.Source]:
+    """Every active source, and the most recent inactive ones."""
+    inactive = sorted((s for s in sources if not s.active), key=lambda s: s.last_seen)
+    dropped = {id(s) for s in inactive[: max(len(inactive) - MAX_INACTIVE_SOURCES, 0)]}
+    return [s for s in sources if id(s) not in dropped]
 
 
 def next_name(base: str, existing: list[dict[str, Any]]) -> str:

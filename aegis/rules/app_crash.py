@@ -7,12 +7,14 @@ liveness probe behind the restarts. Called by ``aegis.rules.diagnose``.
 from __future__ import annotations
 
 from aegis import models
+from aegis.rules import probe_failure
 
 
 def check(evidence: models.Evidence) -> models.Diagnosis | None:
-    probe_kills = any(event.reason == "Killing" and "probe" in event.message for event in evidence.events)
+    troubled = probe_failure.troubled_pods(evidence)
+    probe_kills = any(e.reason == "Killing" and "probe" in e.message and e.object in troubled for e in evidence.events)
     if probe_kills:
-        return None
+        return None  # the kubelet kills it: a probe problem, not the program's own exit
     for pod in evidence.pods:
         for container in pod.containers:
             reason = container.last_reason or (container.reason if container.state == "terminated" else "")

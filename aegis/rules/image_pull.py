@@ -41,10 +41,14 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
             source="rules",
         )
     text = " ".join(lines).lower()
-    if any(marker in text for marker in _AUTH_MARKERS):
-        why = "the registry refused the pull (credentials or permissions)"
-    elif "not found" in text or "manifest unknown" in text:
+    if "not found" in text or "manifest unknown" in text:
         why = "the image or tag does not exist in the registry"
+    elif "repository does not exist or may require authorization" in text:
+        why = "the repository does not exist (or is private and needs credentials)"
+    elif "no such host" in text:
+        why = "the registry's host name does not resolve"
+    elif any(marker in text for marker in _AUTH_MARKERS):
+        why = "the registry refused the pull (credentials or permissions)"
     elif "invalidimagename" in text:
         why = "the image reference is not a valid name"
     else:

@@ -24,7 +24,15 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
                     f"pod {pod.name} container {container.name}: CreateContainerConfigError: {container.message}"
                 )
                 _collect(container.message, missing)
+    stuck = {
+        f"Pod/{pod.name}"
+        for pod in evidence.pods
+        for c in pod.containers
+        if c.state == "waiting" and c.reason in ("ContainerCreating", "CreateContainerConfigError")
+    }
     for event in evidence.events:
+        if event.object not in stuck:
+            continue  # an old event about a pod that has moved on
         if event.reason == "FailedMount" or (
             event.reason == "Failed"
             and "not found" in event.message

@@ -26,10 +26,12 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
             if not crashed or container.last_reason == "OOMKilled" or container.reason == "OOMKilled":
                 continue
             lines = evidence.logs.get(f"{pod.name}/{container.name}") or []
-            text = "\n".join(lines)
-            if not _NEED.search(text):
-                continue
-            named = [var for var in dict.fromkeys(_VAR.findall(text)) if var not in container.env_names]
+            # The variable and the complaint must stand on the same line: "You must specify POSTGRES_PASSWORD".
+            named: list[str] = []
+            for line in lines:
+                if _NEED.search(line):
+                    named += [var for var in _VAR.findall(line) if var not in container.env_names]
+            named = list(dict.fromkeys(named))
             if not named:
                 continue
             quoted = [line for line in lines if any(var in line for var in named) or _NEED.search(line)][:6]
@@ -43,7 +45,7 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
                 category="missing-env",
                 summary=summary,
                 evidence=[f"log {pod.name}/{container.name}: {line.strip()}" for line in quoted if line.strip()],
-                confidence=0.9,
+                confidence=0.7 if container.env_from else 0.9,  # envFrom may provide it under that name
                 source="rules",
             )
     return None

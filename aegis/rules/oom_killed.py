@@ -15,7 +15,9 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
     for pod in evidence.pods:
         for container in pod.containers:
             killed_now = container.state == "terminated" and container.reason == "OOMKilled"
-            killed_before = container.last_reason == "OOMKilled"
+            # lastState stays until the next restart: a container that runs Ready again has recovered.
+            recovered = container.ready and container.state == "running"
+            killed_before = container.last_reason == "OOMKilled" and not recovered
             if not (killed_now or killed_before):
                 continue
             exit_code = container.exit_code if killed_now else container.last_exit_code

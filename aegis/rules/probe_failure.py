@@ -10,10 +10,10 @@ import re
 
 from aegis import models
 
-_PORT = re.compile(r":(\d+)(/\S*)?\"?: dial tcp")
+_PORT = re.compile(r"dial tcp [^\s:]+:(\d+): connect")
 
 
-def _troubled_pods(evidence: models.Evidence) -> set[str]:
+def troubled_pods(evidence: models.Evidence) -> set[str]:
     """Pods that are not ready or have restarted now: probe failures elsewhere are start-up noise."""
     return {
         f"Pod/{pod.name}"
@@ -23,7 +23,7 @@ def _troubled_pods(evidence: models.Evidence) -> set[str]:
 
 
 def check(evidence: models.Evidence) -> models.Diagnosis | None:
-    troubled = _troubled_pods(evidence)
+    troubled = troubled_pods(evidence)
     unhealthy = [
         e for e in evidence.events if e.reason == "Unhealthy" and "probe failed" in e.message and e.object in troubled
     ]

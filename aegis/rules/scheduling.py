@@ -72,32 +72,44 @@ def constraints(evidence: models.Evidence) -> models.Diagnosis | None:
 
 
 def pvc(evidence: models.Evidence) -> models.Diagnosis | None:
-    unbound = [claim for claim in evidence.claims if claim.phase != "Bound"]
+    """A claim that cannot bind: missing, its StorageClass missing, provisioning failed, or the scheduler says so.
+
+    A claim that is merely Pending behind a pod that cannot be scheduled for other reasons
+    (WaitForFirstConsumer binding) is a symptom, not the cause.
+    """
     waiting = [
         (pod, message)
         for pod, message in _pending(evidence)
-        if "PersistentVolumeClaim" in message or "persistentvolumeclaim" in message
+        if "unbound immediate PersistentVolumeClaims" in message or "persistentvolumeclaim" in message
     ]
-    if not unbound and not waiting:
-        return None
-    lines = [f"pod {p.name} Pending: {m}" for p, m in waiting[:2]]
+    failures = [
+        e
+        for e in evidence.events
+        if e.reason in ("ProvisioningFailed", "FailedBinding")
+        and e.object.split("/", 1)[-1] in {c.name for c in evidence.claims}
+    ]
     reasons = []
-    for claim in unbound:
+    for claim in evidence.claims:
+        if claim.phase == "Bound":
+            continue
         if claim.phase == "Missing":
             reasons.append(f"claim {claim.name} does not exist")
         elif claim.storage_class and claim.storage_class_exists is False:
             reasons.append(f"claim {claim.name} asks for StorageClass {claim.storage_class!r}, which does not exist")
-        else:
-            reasons.append(f"claim {claim.name} is {claim.phase or 'not bound'}")
-        lines.append(f"PersistentVolumeClaim {claim.name}: phase {claim.phase}, storageClass {claim.storage_class}")
+        elif any(e.object.endswith(f"/{claim.name}") for e in failures):
+            reasons.append(f"claim {claim.name} cannot be provisioned")
+    if not reasons and not waiting:
+        return None
+    lines = [f"pod {p.name} Pending: {m}" for p, m in waiting[:2]]
     lines += [
-        f"event {e.object} {e.reason}: {e.message}"
-        for e in evidence.events
-        if e.reason in ("ProvisioningFailed", "FailedBinding")
-    ][-2:]
+        f"PersistentVolumeClaim {c.name}: phase {c.phase}, storageClass {c.storage_class}"
+        for c in evidence.claims
+        if c.phase != "Bound"
+    ]
+    lines += [f"event {e.object} {e.reason}: {e.message}" for e in failures[-2:]]
     summary = (
         f"{evidence.target} cannot start because its volume claim is not bound: "
-        f"{'; '.join(reasons) or 'the claim is pending'}."
+        f"{'; '.join(reasons) or 'the scheduler waits for an unbound claim'}."
     )
     return models.Diagnosis(
         category="pvc-pending", summary=summary, evidence=lines, confidence=0.95 if reasons else 0.7, source="rules"

@@ -381,8 +381,14 @@ class SimAPIServer(kmock.KubernetesEmulator):
     def _table(self, res: Resource, objects: list[dict[str, Any]]) -> dict[str, Any]:
         columns = tables.BUILTIN.get(res.plural) if res.group in _BUILTIN_GROUPS else None
         if columns is None:
-            crd = next((c for c in self.store.items(("apiextensions.k8s.io", "customresourcedefinitions"), None)
-                        if c["spec"]["group"] == res.group and c["spec"]["names"]["plural"] == res.plural), None)
+            crd = next(
+                (
+                    c
+                    for c in self.store.items(("apiextensions.k8s.io", "customresourcedefinitions"), None)
+                    if c["spec"]["group"] == res.group and c["spec"]["names"]["plural"] == res.plural
+                ),
+                None,
+            )
             columns = tables.crd_columns(crd, res.version) if crd else [("Age", "string", 0, tables._created)]
         return tables.table(objects, columns, str(self.store.rv))
 

@@ -314,3 +314,97 @@ def test_most_confident_rule_wins() -> None:
     pods = web_pods({"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "nginx:bad"'}})
     diagnosis = rules.diagnose(evidence_for(pods, hints=["the last termination reason is OOMKilled container=web"]))
     assert diagnosis.category == "image-pull"
+
+
+def test_an_old_oomkill_on_a_recovered_pod_does_not_hide_the_new_crash() -> None:
+    recovered = web_pods(
+        {"running": {}},
+        last_state={"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+        restarts=1,
+        phase="Running",
+        ready=True,
+    )[:1]
+    crashing = web_pods(
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        last_state={"terminated": {"reason": "Error", "exitCode": 1}},
+        restarts=4,
+    )[1:]
+    assert rules.diagnose(evidence_for(recovered + crashing)).category == "app-crash"
+
+
+def test_an_old_failed_mount_event_does_not_outlive_the_fix() -> None:
+    running = web_pods(
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        last_state={"terminated": {"reason": "Error", "exitCode": 1}},
+        restarts=2,
+    )
+    old = [
+        factories.event(
+            "shop",
+            "e",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="FailedMount",
+            message='MountVolume.SetUp failed for volume "c" : configmap "app-config" not found',
+        )
+    ]
+    assert rules.diagnose(evidence_for(running, events=old)).category == "app-crash"
+
+
+def test_missing_env_needs_the_variable_and_the_complaint_on_one_line() -> None:
+    pods = web_pods(
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+        last_state={"terminated": {"reason": "Error", "exitCode": 1}},
+        restarts=2,
+    )
+    evidence = evidence_for(pods)
+    evidence.logs = {
+        "web-6d4cf56db6-abcde/web": ["config: KAFKA_BROKERS=kafka:9092 GROUP=orders", "fatal: topic orders missing"]
+    }
+    assert rules.diagnose(evidence).category == "app-crash"
+
+
+def test_a_claim_waiting_for_its_pod_to_be_scheduled_is_a_symptom() -> None:
+    message = (
+        "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No "
+        "preemption victims found for incoming pod."
+    )
+    evidence = evidence_for(_unschedulable(message))
+    evidence.claims = [
+        models.ClaimSummary(name="data-pg-0", phase="Pending", storageClass="standard", storageClassExists=True)
+    ]
+    assert rules.diagnose(evidence).category == "unschedulable-resources"
+
+
+def test_docker_hub_pull_access_denied_reads_as_a_missing_repository() -> None:
+    pods = web_pods(
+        {
+            "waiting": {
+                "reason": "ErrImagePull",
+                "message": (
+                    "rpc error: code = Unknown desc = failed to pull and unpack image "
+                    '"docker.io/library/ngnix:1.27": failed to resolve reference "docker.io/library/ngnix:1.27": '
+                    "pull access denied, repository does not exist or may require authorization: server message: "
+                    "insufficient_scope: authorization failed"
+                ),
+            }
+        }
+    )
+    diagnosis = rules.diagnose(evidence_for(pods))
+    assert diagnosis.category == "image-pull"
+    assert "repository does not exist" in diagnosis.summary
+
+
+def test_tcp_probe_failure_names_the_port() -> None:
+    running = web_pods({"running": {}}, phase="Running")
+    events = [
+        factories.event(
+            "shop",
+            "u",
+            kind="Pod",
+            obj="web-6d4cf56db6-abcde",
+            reason="Unhealthy",
+            message="Readiness probe failed: dial tcp 10.244.1.5:6380: connect: connection refused",
+        )
+    ]
+    assert "nothing listens on port 6380" in rules.diagnose(evidence_for(running, events=events)).summary
