@@ -109,7 +109,7 @@ class Analyzer:
     def analyze(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
         """(kind, spec.name, failures) for every object with at least one failure, in K8sGPT's analyzer order."""
         found: list[tuple[str, str, list[dict[str, Any]]]] = []
-        skip = {"kube-system", self.namespace}
+        skip: set[str] = set()  # like K8sGPT without namespace filters: every namespace
         for pod in self.inf["Pod"].items():
             if pod["metadata"]["namespace"] not in skip:
                 errors = self.pod(pod)
@@ -193,7 +193,7 @@ class Analyzer:
                         f"pod={meta['name']}"
                     )
                 )
-            elif not cs.get("ready") and phase == "Running":
+            elif not terminated and not cs.get("ready") and phase == "Running":
                 event = self._latest_event(meta["namespace"], meta["name"])
                 if event and event.get("reason") == "Unhealthy":
                     errors.append(failure(event.get("message", "")))

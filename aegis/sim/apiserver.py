@@ -22,11 +22,14 @@ Logs are posted by the kubelet stand-in to ``/sim/v1/logs/{ns}/{pod}/{container}
 from __future__ import annotations
 
 import asyncio
+import base64
+import bisect
 import collections
 import contextlib
 import copy
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 import random
@@ -139,12 +142,10 @@ class Store:
 
     def __init__(self) -> None:
         self.objects: dict[RKey, dict[tuple[str, str], dict[str, Any]]] = collections.defaultdict(dict)
-        self.history: dict[RKey, collections.deque[tuple[int, str, dict[str, Any]]]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=HISTORY_LIMIT)
-        )
-        self.first_rv: dict[RKey, int] = {}
+        self.history: dict[RKey, list[tuple[int, str, dict[str, Any]]]] = collections.defaultdict(list)
+        self.first_rv: dict[RKey, int] = {}  # the oldest resourceVersion a watch may resume from
         self.rv = 1
-        self.changed = asyncio.Condition()
+        self.changed: dict[RKey, asyncio.Condition] = collections.defaultdict(asyncio.Condition)
 
     def get(self, key: RKey, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects[key].get((namespace, name))
@@ -152,8 +153,13 @@ class Store:
     def items(self, key: RKey, namespace: str | None) -> list[dict[str, Any]]:
         return [obj for (ns, _), obj in self.objects[key].items() if namespace is None or ns == namespace]
 
+    def since(self, key: RKey, rv: int) -> list[tuple[int, str, dict[str, Any]]]:
+        """History entries of one resource newer than ``rv`` (binary search: cheap for many watchers)."""
+        history = self.history[key]
+        return history[bisect.bisect_right(history, rv, key=lambda entry: entry[0]) :]
+
     async def put(self, key: RKey, obj: dict[str, Any], event: str) -> dict[str, Any]:
-        """Store (or remove, for DELETED) an object with a new resourceVersion and notify watchers."""
+        """Store (or remove, for DELETED) an object with a new resourceVersion and notify that resource's watchers."""
         self.rv += 1
         meta = obj["metadata"]
         meta["resourceVersion"] = str(self.rv)
@@ -163,11 +169,13 @@ class Store:
         else:
             self.objects[key][ident] = obj
         history = self.history[key]
-        if len(history) == history.maxlen:
-            self.first_rv[key] = history[0][0] + 1
         history.append((self.rv, event, copy.deepcopy(obj)))
-        async with self.changed:
-            self.changed.notify_all()
+        if len(history) > HISTORY_LIMIT * 5 // 4:  # compact in batches; older resumes get 410 Gone
+            del history[: len(history) - HISTORY_LIMIT]
+            self.first_rv[key] = history[0][0]
+        condition = self.changed[key]
+        async with condition:
+            condition.notify_all()
         return obj
 
 
@@ -265,7 +273,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if res.namespaced is False and route.namespace is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         sub = route.subresource
-        if sub is not None and sub not in res.subresources and sub != "log":
+        if sub is not None and sub not in res.subresources and sub not in ("log", "eviction"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
         wants_table = "as=Table" in (raw.headers.get("Accept") or "")
@@ -286,6 +294,11 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 body = await _body(raw)
                 return _json(await self._bind(namespace or "", body["metadata"]["name"], body), 201)
             return _json(await self._create(res, namespace, await _body(raw), query), 201)
+        if method == "POST" and sub == "eviction" and res.plural == "pods":
+            obj = self._require(res, namespace or "", route.name)
+            if query.get("dryRun") != "All":
+                await self._remove(res, obj, "Background")
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
         if method == "POST" and sub == "binding":
             return _json(await self._bind(namespace or "", route.name, await _body(raw)), 201)
         if method == "PUT" and route.name:
@@ -337,7 +350,11 @@ class SimAPIServer(kmock.KubernetesEmulator):
     ) -> aiohttp.web.StreamResponse:
         labels, fields = self._filters(query)
         since = query.get("resourceVersion") or "0"
-        timeout = float(query.get("timeoutSeconds") or 1800)
+        try:
+            timeout = float(query.get("timeoutSeconds") or 1800)
+            resume = int(since) if since not in ("", "0") else None
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid resourceVersion or timeoutSeconds: {since!r}") from None
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
 
@@ -345,34 +362,51 @@ class SimAPIServer(kmock.KubernetesEmulator):
             ns = obj["metadata"].get("namespace")
             return (namespace is None or ns == namespace) and labels(obj) and fields(obj)
 
+        def ident(obj: dict[str, Any]) -> tuple[str, str]:
+            return (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+
         async def send(event: str, obj: dict[str, Any]) -> None:
             await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
 
         try:
-            if since in ("", "0"):
+            # What this watcher has shown: an object leaving the selector is DELETED for it, one entering is ADDED.
+            shown: set[tuple[str, str]] = set()
+            if resume is None:
                 last = self.store.rv
                 for obj in list(self.store.items(res.key, namespace)):
                     if visible(obj):
+                        shown.add(ident(obj))
                         await send("ADDED", obj)
             else:
-                last = int(since)
+                last = resume
                 if last < self.store.first_rv.get(res.key, 0) - 1:
                     gone = ApiError(410, "Expired", f"too old resource version: {last}")
                     await send("ERROR", gone.body())
                     return response
+                shown = {ident(o) for o in self.store.items(res.key, namespace) if visible(o)}
             deadline = asyncio.get_running_loop().time() + timeout
+            condition = self.store.changed[res.key]
             while not self._closing:
-                for rv, event, obj in list(self.store.history[res.key]):
-                    if rv > last:
-                        last = rv
-                        if visible(obj):
-                            await send(event, obj)
+                for rv, event, obj in self.store.since(res.key, last):
+                    last = rv
+                    key, now_visible = ident(obj), visible(obj)
+                    if event == "DELETED":
+                        if key in shown:
+                            shown.discard(key)
+                            await send("DELETED", obj)
+                    elif now_visible:
+                        await send("MODIFIED" if key in shown and event != "ADDED" else "ADDED", obj)
+                        shown.add(key)
+                    elif key in shown:
+                        shown.discard(key)
+                        await send("DELETED", obj)
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
-                async with self.store.changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.store.changed.wait(), timeout=min(remaining, 5.0))
+                async with condition:
+                    if not self.store.since(res.key, last):
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(condition.wait(), timeout=min(remaining, 5.0))
         except (ConnectionResetError, asyncio.CancelledError):
             return response
         await response.write_eof()
@@ -519,6 +553,10 @@ class SimAPIServer(kmock.KubernetesEmulator):
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         meta["managedFields"] = copy.deepcopy(old_meta.get("managedFields") or [])
         result["apiVersion"], result["kind"] = res.api_version, res.kind
+        if res.kind == "Service" and isinstance(result.get("spec"), dict):  # allocated IPs survive a PUT without them
+            for key in ("clusterIP", "clusterIPs"):
+                if key in (old.get("spec") or {}) and key not in result["spec"]:
+                    result["spec"][key] = old["spec"][key]
         _defaults(res.kind, result)
         if sub != "status" and result.get("spec") != old.get("spec") and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
@@ -558,6 +596,12 @@ class SimAPIServer(kmock.KubernetesEmulator):
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(400, "BadRequest", f"error decoding patch: {exc}") from None
         old = self.store.get(res.key, namespace, name)
+        if content_type in (
+            "application/apply-patch+yaml",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ) and not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of the request was in an unknown format: expected an object")
         if content_type == "application/apply-patch+yaml":
             if not query.get("fieldManager"):
                 raise ApiError(
@@ -689,6 +733,8 @@ class SimAPIServer(kmock.KubernetesEmulator):
 
     async def _delete_collection(self, res: Resource, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         listing = self._list(res, namespace, query)
+        if query.get("dryRun") == "All":
+            return listing
         for obj in listing["items"]:
             await self._remove(res, obj, query.get("propagationPolicy") or "Background")
         return listing
@@ -741,18 +787,23 @@ class SimAPIServer(kmock.KubernetesEmulator):
                     await self.store.put(key, updated, "MODIFIED")
 
     async def _purge_namespace(self, namespace: str) -> None:
-        await asyncio.sleep(0.05)  # like the namespace controller: the delete call returns first
-        for key in list(self.store.objects):
-            if key == ("", "namespaces"):
-                continue
-            res = self._resource_of(key)
-            for obj in list(self.store.items(key, namespace)):
-                if self.store.get(key, namespace, obj["metadata"]["name"]) is not None:
-                    stripped = copy.deepcopy(obj)
-                    stripped["metadata"].pop("finalizers", None)
-                    await self._remove(res, stripped, "Background")
+        """The namespace controller: delete everything inside, wait for finalizers, then remove the namespace."""
+        await asyncio.sleep(0.05)  # the delete call returns first, with the namespace Terminating
+        while not self._closing:
+            remaining = 0
+            for key in list(self.store.objects):
+                if key == ("", "namespaces"):
+                    continue
+                res = self._resource_of(key)
+                for obj in list(self.store.items(key, namespace)):
+                    remaining += 1
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        await self._remove(res, obj, "Background")
+            if not remaining:
+                break
+            await asyncio.sleep(0.1)  # objects with finalizers: their controllers must let go first
         ns = self.store.get(("", "namespaces"), "", namespace)
-        if ns is not None:
+        if ns is not None and not self._closing:
             await self.store.put(("", "namespaces"), copy.deepcopy(ns), "DELETED")
 
     def _spawn(self, coro: Any) -> None:
@@ -859,8 +910,9 @@ class SimAPIServer(kmock.KubernetesEmulator):
 
     async def close(self) -> None:
         self._closing = True
-        async with self.store.changed:
-            self.store.changed.notify_all()
+        for condition in list(self.store.changed.values()):
+            async with condition:
+                condition.notify_all()
         for task in list(self._background):
             task.cancel()
 
@@ -980,7 +1032,7 @@ def _pod_spec_defaults(spec: dict[str, Any]) -> None:
             port.setdefault("protocol", "TCP")
 
 
-_CLUSTER_IPS = iter(f"10.96.{a}.{b}" for a in range(1, 250) for b in range(2, 250))
+_CLUSTER_IPS = itertools.cycle(f"10.96.{a}.{b}" for a in range(1, 250) for b in range(2, 250))
 
 
 def _defaults(kind: str, obj: dict[str, Any]) -> None:
@@ -1020,3 +1072,8 @@ def _defaults(kind: str, obj: dict[str, Any]) -> None:
         obj.setdefault("status", {}).setdefault("phase", "Pending")
     elif kind == "Namespace":
         obj.setdefault("status", {}).setdefault("phase", "Active")
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+    elif kind == "Secret" and obj.get("stringData"):
+        data = obj.setdefault("data", {})
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()

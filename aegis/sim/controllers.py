@@ -31,6 +31,17 @@ logger = logging.getLogger("aegis.sim.controllers")
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
+def _prune(memory: dict[str, Any], alive_uids: set[str]) -> None:
+    """Forget what a controller remembered about objects that no longer exist."""
+    for uid in [uid for uid in memory if uid not in alive_uids]:
+        del memory[uid]
+
+
+def _ordinal(pod_name: str) -> int:
+    tail = pod_name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = owner["metadata"].get("uid")
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
@@ -245,6 +256,7 @@ class DeploymentController(Controller):
         self.progress: dict[str, tuple[float, tuple[int, int, str]]] = {}  # uid -> (since, progress marker)
 
     async def reconcile(self) -> None:
+        _prune(self.progress, {d["metadata"]["uid"] for d in self.inf["Deployment"].items()})
         for deploy in self.inf["Deployment"].items():
             if alive(deploy):
                 try:
@@ -257,6 +269,9 @@ class DeploymentController(Controller):
         ns = meta["namespace"]
         replica_sets = [rs for rs in self.inf["ReplicaSet"].items(ns) if owned_by(rs, deploy) and alive(rs)]
         wanted_hash = template_hash(spec["template"])
+        if spec.get("paused"):  # a paused Deployment only scales what it has; no new rollout
+            await self._paused(deploy, replica_sets)
+            return
         new_rs = next(
             (rs for rs in replica_sets if rs["metadata"]["labels"].get("pod-template-hash") == wanted_hash), None
         )
@@ -303,6 +318,18 @@ class DeploymentController(Controller):
                     }
                 },
             )
+
+    async def _paused(self, deploy: dict[str, Any], replica_sets: list[dict[str, Any]]) -> None:
+        if not replica_sets:
+            return
+        newest = max(
+            replica_sets,
+            key=lambda rs: int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")),
+        )
+        others = [rs for rs in replica_sets if rs is not newest]
+        if not others and newest["spec"].get("replicas", 0) != int(deploy["spec"].get("replicas", 1)):
+            await self._scale(deploy, newest, int(deploy["spec"].get("replicas", 1)))
+        await self._status(deploy, newest, others, int(deploy["spec"].get("replicas", 1)))
 
     async def _create_rs(self, deploy: dict[str, Any], pod_hash: str, revision: int) -> dict[str, Any]:
         meta = deploy["metadata"]
@@ -435,8 +462,13 @@ class DeploymentController(Controller):
         ready = sum(1 for p in pods if pod_ready(p))
         updated = sum(1 for p in pods if owned_by(p, new_rs))
         updated_ready = sum(1 for p in pods if owned_by(p, new_rs) and pod_ready(p))
-        rolling = (deploy["spec"].get("strategy") or {}).get("rollingUpdate") or {}
-        unavailable_allowed = resolve_intstr(rolling.get("maxUnavailable", "25%"), replicas, False)
+        strategy = deploy["spec"].get("strategy") or {}
+        rolling = strategy.get("rollingUpdate") or {}
+        unavailable_allowed = (
+            0
+            if strategy.get("type") == "Recreate"
+            else resolve_intstr(rolling.get("maxUnavailable", "25%"), replicas, False)
+        )
         now_sim = self.clock.now()
         uid = deploy["metadata"]["uid"]
         marker = (updated, updated_ready, new_rs["metadata"]["name"])
@@ -446,6 +478,11 @@ class DeploymentController(Controller):
         self.progress[uid] = (since, marker)
         rs_name = new_rs["metadata"]["name"]
         complete = updated_ready >= replicas and len(pods) == replicas
+        previous_progress = next(
+            (c for c in (deploy.get("status") or {}).get("conditions") or [] if c.get("type") == "Progressing"), {}
+        )
+        # A rollout that completed is not re-judged against the deadline (scaling later is not progress).
+        settled = previous_progress.get("reason") == "NewReplicaSetAvailable" and updated >= replicas
         deadline = float(deploy["spec"].get("progressDeadlineSeconds", 600))
         if complete:
             progressing = {
@@ -453,6 +490,15 @@ class DeploymentController(Controller):
                 "status": "True",
                 "reason": "NewReplicaSetAvailable",
                 "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
+            }
+        elif settled:
+            progressing = {k: previous_progress[k] for k in ("type", "status", "reason", "message")}
+        elif deploy["spec"].get("paused"):
+            progressing = {
+                "type": "Progressing",
+                "status": "Unknown",
+                "reason": "DeploymentPaused",
+                "message": "Deployment is paused",
             }
         elif now_sim - since > deadline:
             progressing = {
@@ -490,7 +536,9 @@ class DeploymentController(Controller):
                 conditions.append(previous)
             else:
                 stamp = events._now()
-                conditions.append({**condition, "lastUpdateTime": stamp, "lastTransitionTime": stamp})
+                same_status = previous and previous.get("status") == condition["status"]
+                transition = previous.get("lastTransitionTime", stamp) if same_status else stamp
+                conditions.append({**condition, "lastUpdateTime": stamp, "lastTransitionTime": transition})
         status = {  # zero counts are omitted, as the API shows them
             "observedGeneration": deploy["metadata"].get("generation", 1),
             "replicas": len(pods) or None,
@@ -513,6 +561,7 @@ class ReplicaSetController(Controller):
         self.expect: dict[str, tuple[int, float]] = {}  # rs uid -> (pods expected, until sim time)
 
     async def reconcile(self) -> None:
+        _prune(self.expect, {rs["metadata"]["uid"] for rs in self.inf["ReplicaSet"].items()})
         for rs in self.inf["ReplicaSet"].items():
             if alive(rs):
                 try:
@@ -591,43 +640,54 @@ class StatefulSetController(Controller):
         replicas = int(spec.get("replicas", 1))
         pods = {p["metadata"]["name"]: p for p in self.inf["Pod"].items(ns) if owned_by(p, sts)}
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+        strategy = spec.get("updateStrategy") or {}
+        partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+        # Scale up in ordinal order; with OrderedReady, one at a time and only behind Ready pods.
         for ordinal in range(replicas):
-            pod_name = f"{name}-{ordinal}"
-            pod = pods.get(pod_name)
+            pod = pods.get(f"{name}-{ordinal}")
             if pod is None:
                 await self._create(sts, ordinal, revision)
                 if ordered:
                     break
                 continue
-            if not alive(pod):
-                if ordered:
-                    break
-                continue
-            outdated = pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision
-            if outdated and (not pod_ready(pod) or all(pod_ready(p) for p in pods.values())):
-                await self.api.delete("Pod", ns, pod_name)
-                await self.events.record(
-                    sts, "Normal", "SuccessfulDelete", f"delete Pod {pod_name} in StatefulSet {name} successful"
-                )
+            if ordered and (not alive(pod) or not pod_ready(pod)):
                 break
-            if ordered and not pod_ready(pod):
-                break
-        for pod_name, pod in sorted(pods.items(), reverse=True):
-            ordinal = int(pod_name.rsplit("-", 1)[-1]) if pod_name.rsplit("-", 1)[-1].isdigit() else -1
-            if ordinal >= replicas and alive(pod):
+        # Scale down from the highest ordinal.
+        for pod_name, pod in sorted(pods.items(), key=lambda item: _ordinal(item[0]), reverse=True):
+            if _ordinal(pod_name) >= replicas and alive(pod):
                 await self.api.delete("Pod", ns, pod_name)
+                break
+        # RollingUpdate: replace outdated pods from the highest ordinal down, only while every other pod is
+        # Running and Ready. A broken current revision therefore blocks the rollout (kubernetes#67250), as for real.
+        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+            current = [p for p in pods.values() if _ordinal(p["metadata"]["name"]) < replicas]
+            for pod in sorted(current, key=lambda p: _ordinal(p["metadata"]["name"]), reverse=True):
+                ordinal = _ordinal(pod["metadata"]["name"])
+                outdated = pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision
+                if ordinal < partition or not outdated or not alive(pod):
+                    continue
+                others = [p for p in current if p is not pod]
+                if all(alive(p) and pod_ready(p) for p in others) and len(current) == replicas:
+                    await self.api.delete("Pod", ns, pod["metadata"]["name"])
+                    await self.events.record(
+                        sts,
+                        "Normal",
+                        "SuccessfulDelete",
+                        f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful",
+                    )
                 break
         live = [p for p in pods.values() if alive(p)]
         ready = sum(1 for p in live if pod_ready(p))
         updated = sum(1 for p in live if p["metadata"].get("labels", {}).get("controller-revision-hash") == revision)
+        previous_revision = (sts.get("status") or {}).get("currentRevision") or revision
         status = {
             "replicas": len(live),
             "readyReplicas": ready,
             "availableReplicas": ready,
-            "currentReplicas": updated,
+            "currentReplicas": updated if updated == len(live) else len(live) - updated,
             "updatedReplicas": updated,
             "updateRevision": revision,
-            "currentRevision": revision,
+            "currentRevision": revision if updated == len(live) == replicas else previous_revision,
             "observedGeneration": meta.get("generation", 1),
         }
         if {k: (sts.get("status") or {}).get(k, 0) for k in status} != status:
@@ -821,6 +881,7 @@ class PersistentVolumeController(Controller):
 
     async def reconcile(self) -> None:
         classes = {sc["metadata"]["name"]: sc for sc in self.inf["StorageClass"].items()}
+        _prune(self.reported, {c["metadata"]["uid"] for c in self.inf["PersistentVolumeClaim"].items()})
         default = next(
             (
                 name
@@ -905,6 +966,19 @@ class PersistentVolumeController(Controller):
         )
 
 
+def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:
+    for toleration in tolerations:
+        if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+            continue
+        if toleration.get("operator") == "Exists" and (
+            not toleration.get("key") or toleration["key"] == taint.get("key")
+        ):
+            return True
+        if toleration.get("key") == taint.get("key") and toleration.get("value") == taint.get("value"):
+            return True
+    return False
+
+
 def pod_requests(pod: dict[str, Any]) -> dict[str, float]:
     total: dict[str, float] = collections.defaultdict(float)
     for container in pod["spec"].get("containers") or []:
@@ -925,6 +999,7 @@ class Scheduler(Controller):
         self.reported: dict[str, tuple[str, float]] = {}
 
     async def reconcile(self) -> None:
+        _prune(self.reported, {p["metadata"]["uid"] for p in self.inf["Pod"].items()})
         nodes = [n for n in self.inf["Node"].items() if (n.get("status") or {}).get("allocatable")]
         if not nodes:
             return
@@ -982,9 +1057,23 @@ class Scheduler(Controller):
         ).get("nodeSelectorTerms") or []
         reasons: collections.Counter[str] = collections.Counter()
         fits = []
+        tolerations = pod["spec"].get("tolerations") or []
         for node in nodes:
             labels = node["metadata"].get("labels") or {}
             node_name = node["metadata"]["name"]
+            if (node.get("spec") or {}).get("unschedulable"):
+                reasons["node(s) were unschedulable"] += 1
+                continue
+            untolerated = [
+                t
+                for t in (node.get("spec") or {}).get("taints") or []
+                if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(t, tolerations)
+            ]
+            if untolerated:
+                taint = untolerated[0]
+                value = f": {taint['value']}" if taint.get("value") else ""
+                reasons[f"node(s) had untolerated taint {{{taint.get('key')}{value}}}"] += 1
+                continue
             if any(labels.get(k) != v for k, v in selector.items()) or (
                 affinity and not any(self._term_matches(term, labels) for term in affinity)
             ):

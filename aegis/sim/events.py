@@ -7,6 +7,7 @@ Used by the simulated controllers, scheduler and kubelet.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import secrets
@@ -15,6 +16,7 @@ from typing import Any
 from aegis.sim import client
 
 logger = logging.getLogger("aegis.sim.events")
+_REMEMBERED = 5000
 
 
 def _now() -> str:
@@ -26,7 +28,9 @@ class EventRecorder:
         self.api = api
         self.component = component
         self.host = host
-        self._seen: dict[tuple[str, str, str, str, str, str], tuple[str, int]] = {}
+        self._seen: collections.OrderedDict[tuple[str, str, str, str, str, str], tuple[str, int]] = (
+            collections.OrderedDict()
+        )
 
     async def record(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
@@ -40,6 +44,7 @@ class EventRecorder:
                 count += 1
                 await self.api.patch("Event", namespace, name, {"count": count, "lastTimestamp": now})
                 self._seen[key] = (name, count)
+                self._seen.move_to_end(key)
                 return
             name = f"{meta.get('name', 'object')}.{secrets.token_hex(8)}"
             body = {
@@ -65,6 +70,8 @@ class EventRecorder:
             }
             await self.api.create(body, namespace)
             self._seen[key] = (name, 1)
+            while len(self._seen) > _REMEMBERED:  # a forgotten series simply starts a new Event
+                self._seen.popitem(last=False)
         except client.ApiError as exc:  # an event is best effort, as in Kubernetes
             self._seen.pop(key, None)
             logger.debug("event %s/%s not recorded: %s", reason, meta.get("name"), exc)

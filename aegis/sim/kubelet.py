@@ -166,7 +166,7 @@ class Kubelet:
         if missing_volume is not None and now - runtime.mount_reported_at >= 10:
             runtime.mount_reported_at = now
             await recorder.record(pod, "Warning", "FailedMount", missing_volume)
-        await self._write_status(pod, runtime, statuses)
+        await self._write_status(pod, runtime, statuses, sandbox=missing_volume is None)
         await self._write_logs(pod, runtime)
 
     def _missing_volume(self, pod: dict[str, Any]) -> str | None:
@@ -311,7 +311,9 @@ class Kubelet:
         for item in container.get("env") or []:
             source = item.get("valueFrom")
             if source is None:
-                env[item["name"]] = _expand(str(item.get("value", "")), env)
+                env[item["name"]] = _DEPENDENT.sub(
+                    lambda m: env.get(m.group(1), m.group(0)), str(item.get("value", ""))
+                )
                 continue
             for key, kind, what in (
                 ("configMapKeyRef", "ConfigMap", "configmap"),
@@ -450,7 +452,9 @@ class Kubelet:
         rt.exited_at = now
         lived = now - run.started
         rt.crashes = 1 if lived > 600 else rt.crashes + 1
-        rt.next_try = now + min(BACKOFF_START * 2 ** (rt.crashes - 1), BACKOFF_MAX)
+        # The first restart is immediate; then 10s, 20s, 40s... up to 5 minutes, as the kubelet does.
+        delay = 0.0 if rt.crashes == 1 else min(BACKOFF_START * 2 ** (rt.crashes - 2), BACKOFF_MAX)
+        rt.next_try = now + max(delay, SHOW_TERMINATED)
         rt.waiting = ("", "")
 
     async def _probe(
@@ -573,7 +577,10 @@ class Kubelet:
             status["state"] = {"waiting": waiting}
         return status
 
-    async def _write_status(self, pod: dict[str, Any], runtime: PodRuntime, statuses: list[dict[str, Any]]) -> None:
+    async def _write_status(
+        self, pod: dict[str, Any], runtime: PodRuntime, statuses: list[dict[str, Any]], sandbox: bool = True
+    ) -> None:
+        """Write the pod's status; without a sandbox (volumes cannot mount) the pod has no IP yet."""
         old = pod.get("status") or {}
         all_ready = bool(statuses) and all(s["ready"] for s in statuses)
         ever_started = any(s.get("started") or s["lastState"] or "terminated" in s["state"] for s in statuses)
@@ -599,7 +606,7 @@ class Kubelet:
 
         not_ready = [s["name"] for s in statuses if not s["ready"]]
         conditions = [
-            condition("PodReadyToStartContainers", True),
+            condition("PodReadyToStartContainers", sandbox),
             condition("Initialized", True),
             condition("Ready", all_ready, "ContainersNotReady"),
             condition("ContainersReady", all_ready, "ContainersNotReady"),
@@ -612,8 +619,8 @@ class Kubelet:
             "phase": phase,
             "conditions": conditions,
             "hostIP": runtime.host_ip,
-            "podIP": runtime.ip,
-            "podIPs": [{"ip": runtime.ip}],
+            "podIP": runtime.ip if sandbox else None,
+            "podIPs": [{"ip": runtime.ip}] if sandbox else None,
             "startTime": old.get("startTime") or runtime.start_wall,
             "qosClass": _qos(pod),
             "containerStatuses": statuses,
@@ -639,7 +646,7 @@ class Kubelet:
             logs: dict[str, list[str]] = {}
             if rt.run is not None:
                 logs["current"] = list(rt.run.logs)
-            elif rt.exited_at is not None and rt.previous_logs is not None and not rt.waiting[0]:
+            elif rt.previous_logs is not None:  # exited or in back-off: `kubectl logs` shows the last instance
                 logs["current"] = list(rt.previous_logs)
             if rt.previous_logs is not None and (rt.run is not None or rt.waiting[0]):
                 logs["previous"] = list(rt.previous_logs)
@@ -693,6 +700,7 @@ def _memory_arg(container: dict[str, Any], flag: str) -> int | None:
 
 
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_DEPENDENT = re.compile(r"\$\((\w+)\)")  # Kubernetes' $(VAR) references between env vars
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

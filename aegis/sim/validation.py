@@ -55,6 +55,8 @@ def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Caus
             )
     spec = obj.get("spec") or {}
     old_spec = (old or {}).get("spec") or {}
+    if old is not None:
+        causes += _immutable(kind, spec, old_spec)
     if kind == "Pod":
         causes += _pod_spec(spec, "spec")
     elif kind in _POD_TEMPLATE_KINDS or kind == "CronJob":
@@ -108,6 +110,65 @@ def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Caus
         elif not quantity.valid(storage):
             causes.append(("spec.resources.requests.storage", f"Invalid value: {storage!r}"))
     return causes
+
+
+_POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
+_STS_MUTABLE = (
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+)
+
+
+def _immutable(kind: str, spec: dict[str, Any], old_spec: dict[str, Any]) -> Causes:
+    """Fields the API server refuses to change on update."""
+    if kind == "Pod":
+
+        def frozen(pod_spec: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in pod_spec.items() if k not in _POD_MUTABLE}
+            for group in ("containers", "initContainers"):
+                out[group] = [{k: v for k, v in c.items() if k != "image"} for c in pod_spec.get(group) or []]
+            return out
+
+        if frozen(spec) != frozen(old_spec):
+            return [
+                (
+                    "spec",
+                    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+                    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it "
+                    "was previously negative)",
+                )
+            ]
+    if kind == "Job":
+        for field in ("template", "selector", "completions"):
+            if field in old_spec and spec.get(field) != old_spec.get(field):
+                return [(f"spec.{field}", "Invalid value: field is immutable")]
+    if kind == "StatefulSet":
+        before = {k: v for k, v in old_spec.items() if k not in _STS_MUTABLE}
+        after = {k: v for k, v in spec.items() if k not in _STS_MUTABLE}
+        if before != after:
+            return [
+                (
+                    "spec",
+                    "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                    "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                    "are forbidden",
+                )
+            ]
+    if kind == "PersistentVolumeClaim":
+        new_size = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        old_size = ((old_spec.get("resources") or {}).get("requests") or {}).get("storage")
+        if (
+            quantity.valid(new_size)
+            and quantity.valid(old_size)
+            and quantity.parse(new_size) < quantity.parse(old_size)
+        ):
+            return [("spec.resources.requests.storage", "Forbidden: field can not be less than previous value")]
+    return []
 
 
 def _port_ok(value: Any) -> bool:

@@ -360,3 +360,72 @@ def test_custom_resources_from_crds_and_kubectl(kube: Kube, sim: Any) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "namespace/kube-system" in out.stdout.split()
+
+
+def test_review_fidelity_points(kube: Kube, web: dict[str, Any]) -> None:
+    """Pod spec immutability, eviction, dry-run delete-collection, Secret stringData, namespace labels."""
+    kube.core.create_namespaced_pod(
+        NS,
+        {
+            "metadata": {"name": "p", "labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "env": [{"name": "A", "value": "1"}]}]},
+        },
+    )
+    status, body = error_of(
+        lambda: kube.core.patch_namespaced_pod(
+            "p", NS, {"spec": {"containers": [{"name": "app", "env": [{"name": "A", "value": "2"}]}]}}
+        )
+    )
+    assert status == 422 and "pod updates may not change fields" in body["message"]
+    kube.core.patch_namespaced_pod("p", NS, {"spec": {"containers": [{"name": "app", "image": "busybox:1.37"}]}})
+    kube.core.create_namespaced_config_map(NS, {"metadata": {"name": "a"}})
+    kube.core.delete_collection_namespaced_config_map(NS, dry_run="All")
+    assert [c.metadata.name for c in kube.core.list_namespaced_config_map(NS).items] == ["a"]
+    kube.core.create_namespaced_pod_eviction("p", NS, {"metadata": {"name": "p", "namespace": NS}})
+    assert [p.metadata.name for p in kube.core.list_namespaced_pod(NS).items] == []
+    secret = kube.core.create_namespaced_secret(NS, {"metadata": {"name": "s"}, "stringData": {"k": "v"}})
+    assert secret.data == {"k": "dg=="} and secret.string_data is None
+    labels = kube.core.read_namespace(NS).metadata.labels
+    assert labels["kubernetes.io/metadata.name"] == NS
+
+
+def test_a_watch_with_a_selector_sees_objects_leave_and_enter_it(kube: Kube, web: dict[str, Any]) -> None:
+    listing = kube.apps.list_namespaced_deployment(NS, label_selector="tier=front")
+    seen: list[tuple[str, str]] = []
+
+    def watch() -> None:
+        stream = kubernetes.watch.Watch()
+        for event in stream.stream(
+            kube.apps.list_namespaced_deployment,
+            NS,
+            label_selector="tier=front",
+            timeout_seconds=3,
+            resource_version=listing.metadata.resource_version,
+        ):
+            seen.append((event["type"], event["object"].metadata.name))
+            if len(seen) == 2:
+                stream.stop()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    time.sleep(0.3)
+    kube.apps.patch_namespaced_deployment("web", NS, {"metadata": {"labels": {"tier": "front"}}})
+    kube.apps.patch_namespaced_deployment("web", NS, {"metadata": {"labels": {"tier": "back"}}})
+    thread.join(timeout=10)
+    assert seen == [("ADDED", "web"), ("DELETED", "web")]
+
+
+def test_namespace_deletion_waits_for_finalizers(kube: Kube) -> None:
+    kube.namespace(NS)
+    kube.core.create_namespaced_config_map(NS, {"metadata": {"name": "held", "finalizers": ["example.com/x"]}})
+    kube.core.delete_namespace(NS)
+    time.sleep(0.5)
+    assert kube.core.read_namespace(NS).status.phase == "Terminating"
+    assert kube.core.read_namespaced_config_map("held", NS).metadata.deletion_timestamp is not None
+    kube.core.patch_namespaced_config_map("held", NS, {"metadata": {"finalizers": None}})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if NS not in [n.metadata.name for n in kube.core.list_namespace().items]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the namespace was not removed after its last finalizer went")
