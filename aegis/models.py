@@ -186,12 +186,22 @@ class ContainerState(_Model):
     exit_code: int | None = pydantic.Field(default=None, alias="exitCode")
     last_reason: str = pydantic.Field(default="", alias="lastReason")
     last_exit_code: int | None = pydantic.Field(default=None, alias="lastExitCode")
+    started_at: datetime.datetime | None = pydantic.Field(default=None, alias="startedAt")  # running since
     memory_limit: str | None = pydantic.Field(default=None, alias="memoryLimit")
     memory_request: str | None = pydantic.Field(default=None, alias="memoryRequest")
     ports: list[dict[str, Any]] = pydantic.Field(default_factory=list)  # declared {name?, containerPort}
     env_names: list[str] = pydantic.Field(default_factory=list, alias="envNames")  # names only, never values
     env_from: list[str] = pydantic.Field(default_factory=list, alias="envFrom")  # "configmap x" / "secret y"
     init: bool = False
+
+    def stable_since(self, now: datetime.datetime, seconds: float = 600) -> bool:
+        """Running and Ready for longer than the kubelet's back-off reset window: it has recovered."""
+        return (
+            self.ready
+            and self.state == "running"
+            and self.started_at is not None
+            and (now - self.started_at).total_seconds() > seconds
+        )
 
 
 class PodSummary(_Model):

@@ -62,6 +62,7 @@ def _container_states(pod: dict[str, Any]) -> list[models.ContainerState]:
                 exitCode=(state or {}).get("exitCode"),
                 lastReason=str(last.get("reason") or ""),
                 lastExitCode=last.get("exitCode"),
+                startedAt=(state or {}).get("startedAt") if state_name == "running" else None,
                 memoryLimit=limits.get(name, {}).get("memoryLimit"),
                 memoryRequest=limits.get(name, {}).get("memoryRequest"),
                 ports=limits.get(name, {}).get("ports", []),

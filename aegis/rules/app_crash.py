@@ -22,7 +22,11 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
                 continue
             exit_code = container.last_exit_code if container.last_reason else container.exit_code
             looping = container.state == "waiting" and container.reason == "CrashLoopBackOff"
-            if not looping and container.state != "terminated":
+            # Between two crashes a container is briefly running again: it counts until it has been stable a while.
+            restarted = container.state == "running" and container.restart_count > 0
+            if not (looping or restarted or container.state == "terminated"):
+                continue
+            if container.stable_since(evidence.collected_at):
                 continue
             lines = evidence.logs.get(f"{pod.name}/{container.name}") or []
             tail = [line for line in lines if line.strip()][-5:]

@@ -15,8 +15,9 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
     for pod in evidence.pods:
         for container in pod.containers:
             killed_now = container.state == "terminated" and container.reason == "OOMKilled"
-            # lastState stays until the next restart: a container that runs Ready again has recovered.
-            recovered = container.ready and container.state == "running"
+            # lastState stays until the next restart: only a container stable for a while has recovered
+            # (a crash-looping one is also Running and Ready for a moment between two kills).
+            recovered = container.stable_since(evidence.collected_at)
             killed_before = container.last_reason == "OOMKilled" and not recovered
             if not (killed_now or killed_before):
                 continue

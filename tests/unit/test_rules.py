@@ -318,7 +318,7 @@ def test_most_confident_rule_wins() -> None:
 
 def test_an_old_oomkill_on_a_recovered_pod_does_not_hide_the_new_crash() -> None:
     recovered = web_pods(
-        {"running": {}},
+        {"running": {"startedAt": "2026-11-20T08:00:00Z"}},  # up for a day, NOW is 2026-11-21T10:00
         last_state={"terminated": {"reason": "OOMKilled", "exitCode": 137}},
         restarts=1,
         phase="Running",
@@ -330,6 +330,18 @@ def test_an_old_oomkill_on_a_recovered_pod_does_not_hide_the_new_crash() -> None
         restarts=4,
     )[1:]
     assert rules.diagnose(evidence_for(recovered + crashing)).category == "app-crash"
+
+
+def test_a_crash_looping_container_caught_running_is_still_oom_killed() -> None:
+    between_kills = web_pods(
+        {"running": {"startedAt": "2026-11-21T09:59:58Z"}},  # restarted two seconds ago
+        last_state={"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+        restarts=3,
+        phase="Running",
+        ready=True,
+        memory_limit="100Mi",
+    )
+    assert rules.diagnose(evidence_for(between_kills)).category == "oom-killed"
 
 
 def test_an_old_failed_mount_event_does_not_outlive_the_fix() -> None:
