@@ -149,7 +149,7 @@ class Engine:
             if previous is not None and previous.active and previous.texts == texts:
                 await self._ensure_running(current)
                 return IntakeResult("unchanged", "source already recorded", ref)
-            if not _recurrence(incidents.phase_of(current), known, finding, signature):
+            if not recurrence(incidents.phase_of(current), known, finding, signature):
 
                 def join(incident: models.Incident) -> dict[str, Any]:
                     earlier = next((s for s in incident.sources if s.result == source.result), None)
@@ -243,23 +243,11 @@ class Engine:
             return
         if incidents.phase_of(obj) in models.TERMINAL_PHASES:
             return
-        refusal = self._refuse(obj)
+        refusal = refuse(obj, self.settings)
         if refusal:
             logger.warning("not running Incident %s/%s: %s", meta.get("namespace"), meta.get("name"), refusal)
             return
         await self._ensure_running(obj)
-
-    def _refuse(self, obj: dict[str, Any]) -> str | None:
-        """Why AEGIS must not work on this Incident (it only runs its own, on allowed targets in their namespace)."""
-        meta = obj.get("metadata") or {}
-        if (meta.get("labels") or {}).get(incidents.LABEL_MANAGED) != "aegis":
-            return "not created by AEGIS"
-        target = (obj.get("spec") or {}).get("target") or {}
-        if target.get("namespace") != meta.get("namespace"):
-            return f"its target is in namespace {target.get('namespace')!r}, not in the Incident's own"
-        if not self.settings.namespace_allowed(str(target.get("namespace"))):
-            return f"namespace {target.get('namespace')} is not watched by AEGIS"
-        return None
 
     # --- workflow runs ---------------------------------------------------------------------------
 
@@ -355,6 +343,19 @@ class Engine:
             self._seen.popitem(last=False)
 
 
+def refuse(obj: dict[str, Any], settings: config.Settings) -> str | None:
+    """Why AEGIS must not work on this Incident (it only runs its own, on allowed targets in their namespace)."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(incidents.LABEL_MANAGED) != "aegis":
+        return "not created by AEGIS"
+    target = (obj.get("spec") or {}).get("target") or {}
+    if target.get("namespace") != meta.get("namespace"):
+        return f"its target is in namespace {target.get('namespace')!r}, not in the Incident's own"
+    if not settings.namespace_allowed(str(target.get("namespace"))):
+        return f"namespace {target.get('namespace')} is not watched by AEGIS"
+    return None
+
+
 def _deactivate(incident: models.Incident, key: str) -> dict[str, Any] | None:
     """The spec change that marks the source from Result ``key`` inactive (None if it is not active)."""
     if not any(s.result == key and s.active for s in incident.sources):
@@ -362,7 +363,7 @@ def _deactivate(incident: models.Incident, key: str) -> dict[str, Any] | None:
     return {"sources": [s.model_copy(update={"active": False}) if s.result == key else s for s in incident.sources]}
 
 
-def _recurrence(phase: str, known: models.Incident, finding: models.Finding, signature: list[str]) -> bool:
+def recurrence(phase: str, known: models.Incident, finding: models.Finding, signature: list[str]) -> bool:
     """Whether a report on a target whose latest incident is ``known`` opens a new incident.
 
     Only after that incident ended, and only if the problem is new: it was fixed

@@ -129,3 +129,25 @@ def test_invalid_settings_stop_the_operator_with_the_variable_named(sim, tmp_pat
     )
     assert proc.returncode != 0
     assert "AEGIS_MAX_CONCURRENT_INCIDENTS" in proc.stdout + proc.stderr
+
+
+def test_an_api_outage_during_intake_is_retried(kube: Kube, operator: Operator, sim) -> None:
+    """K8sGPT may not rewrite a Result for a long time: an intake that hit an API error must retry by itself."""
+    from aegis.sim import apiserver
+
+    _, pod_a, _ = arrange_broken_frontend(kube)
+    failures = {"left": 2}  # the first attempt and the retry after 5 s fail; the one after 15 s more works
+
+    def flaky_pod_reads(method: str, route: apiserver.Route) -> apiserver.ApiError | None:
+        if method == "GET" and route.plural == "pods" and route.name and failures["left"] > 0:
+            failures["left"] -= 1
+            return apiserver.ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+        return None
+
+    sim.api.faults.append(flaky_pod_reads)
+    operator.start()
+    kube.create(factories.result(NS, pod_a["metadata"]["name"], [PULL_TEXT]))
+    wait_for(lambda: "retrying in 5s" in operator.log(), 20, what="a scheduled retry")
+    wait_for(lambda: settled(kube), 40, what="the incident after the retry")
+    assert failures["left"] == 0
+    assert operator.stop() == 0

@@ -1,0 +1,86 @@
+"""The engine's pure decisions: when a report opens a new incident, and which Incidents AEGIS refuses to run."""
+
+from __future__ import annotations
+
+import datetime
+
+from aegis import config, k8sgpt, models
+from aegis.kube import incidents
+from graph import engine
+from tests import factories
+
+NOW = datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC)
+TARGET = models.ObjectRef(kind="Deployment", namespace="shop", name="web")
+PULL = 'Back-off pulling image "nginx:1.277"'
+OOM = "the last termination reason is OOMKilled container=web pod=web-6d4cf56db6-zz9bq"
+
+
+def incident(*sources: tuple[str, str, list[str], bool]) -> models.Incident:
+    return models.Incident(
+        name="deployment-web",
+        namespace="shop",
+        target=TARGET,
+        fingerprint="f",
+        sources=[
+            models.Source(
+                result=f"k8sgpt/{obj.replace('-', '')}",
+                kind=kind,
+                object=f"shop/{obj}",
+                texts=texts,
+                active=active,
+                firstSeen=NOW,
+                lastSeen=NOW,
+            )
+            for kind, obj, texts, active in sources
+        ],
+    )
+
+
+def finding(name: str, texts: list[str], kind: str = "Pod") -> tuple[models.Finding, list[str]]:
+    parsed = k8sgpt.parse_result(factories.result("shop", name, texts, kind=kind))
+    return parsed, k8sgpt.signature(parsed)
+
+
+def test_an_open_incident_always_absorbs_new_reports() -> None:
+    known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
+    new, signature = finding("web-6d4cf56db6-zz9bq", [OOM])
+    assert engine.recurrence("Diagnosing", known, new, signature) is False
+
+
+def test_the_same_problem_on_new_pods_joins_the_finished_incident() -> None:
+    known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
+    same, signature = finding("web-6d4cf56db6-zz9bq", [PULL])
+    assert engine.recurrence("Diagnosed", known, same, signature) is False
+    symptom, signature = finding("web", ["Deployment shop/web has 2 replicas but 0 are available"], kind="Deployment")
+    assert engine.recurrence("Diagnosed", known, symptom, signature) is False
+
+
+def test_a_new_pod_failure_or_a_return_after_silence_opens_a_new_incident() -> None:
+    known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
+    other, signature = finding("web-6d4cf56db6-zz9bq", [OOM])
+    assert engine.recurrence("Diagnosed", known, other, signature) is True
+    silent = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], False))
+    back, signature = finding("web-6d4cf56db6-zz9bq", [PULL])
+    assert engine.recurrence("Diagnosed", silent, back, signature) is True
+    assert engine.recurrence("Resolved", known, back, signature) is True
+
+
+def test_foreign_or_cross_namespace_incidents_are_refused() -> None:
+    settings = config.Settings()
+    own = incidents.incident_body(
+        models.Incident(name="deployment-web", namespace="shop", target=TARGET, fingerprint="f")
+    )
+    assert engine.refuse(own, settings) is None
+    foreign = {**own, "metadata": {**own["metadata"], "labels": {}}}
+    assert engine.refuse(foreign, settings) == "not created by AEGIS"
+    sneaky = {**own, "metadata": {**own["metadata"], "namespace": "team-a"}}
+    assert "not in the Incident's own" in (engine.refuse(sneaky, settings) or "")
+    system = incidents.incident_body(
+        models.Incident(
+            name="deployment-dns",
+            namespace="kube-system",
+            target=models.ObjectRef(kind="Deployment", namespace="kube-system", name="coredns"),
+            fingerprint="f",
+        )
+    )
+    assert "not watched" in (engine.refuse(system, settings) or "")
