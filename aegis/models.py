@@ -292,7 +292,9 @@ class ActionResult(_Model):
 
     action: Action
     patch: dict[str, Any] | list[dict[str, Any]] | None = None
-    patch_type: Literal["strategic", "merge", "json"] = pydantic.Field(default="strategic", alias="patchType")
+    patch_type: Literal["strategic", "merge", "json", "recreate"] = pydantic.Field(
+        default="strategic", alias="patchType"
+    )
     dry_run: Literal["passed", "failed", "skipped"] = pydantic.Field(default="skipped", alias="dryRun")
     dry_run_message: str = pydantic.Field(default="", alias="dryRunMessage")
     pre_image: dict[str, Any] | None = pydantic.Field(default=None, alias="preImage")
