@@ -35,9 +35,10 @@ class ActionError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What an action may need besides its target: the target's ReplicaSets (rollback), the time (restart)."""
+    """What an action may need besides its target: its ReplicaSets (rollback), the default StorageClass, the time."""
 
     replica_sets: tuple[dict[str, Any], ...] = ()
+    default_storage_class: str | None = None
     now: datetime.datetime = dataclasses.field(default_factory=lambda: datetime.datetime.now(tz=datetime.UTC))
 
 

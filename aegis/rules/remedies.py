@@ -1,0 +1,241 @@
+"""Rules that propose fixes: ranked candidate plans of typed actions for the categories they know.
+
+Each candidate is checked by ``aegis.actions.render`` against the live target
+before it is offered; one that does not fit is dropped with its reason (returned
+beside the plans, for the Incident and for the next proposer). Categories whose
+fix needs a value only a human knows (missing-env, a missing Secret) get no plan:
+the incident is escalated. Called by the propose stage of the workflow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from aegis import actions, models, quantity
+
+Candidate = tuple[models.Action, str]  # the action and why
+Proposer = Callable[[models.Diagnosis, models.Evidence, dict[str, Any], actions.Context], list[Candidate]]
+
+
+def _action(
+    evidence: models.Evidence, kind: str, target: models.ObjectRef | None = None, **params: Any
+) -> models.Action:
+    return models.Action(kind=kind, target=target or evidence.target, params=params)  # type: ignore[arg-type]
+
+
+def _previous_template(live: dict[str, Any], ctx: actions.Context) -> dict[str, Any] | None:
+    """The pod template of the newest earlier revision that differs from the current one."""
+    current = actions._template_without_hash((live.get("spec") or {}).get("template") or {})
+    for rs in sorted(ctx.replica_sets, key=actions._revision, reverse=True):
+        template = actions._template_without_hash(rs["spec"]["template"])
+        if template != current:
+            return template
+    return None
+
+
+def _rollback(evidence: models.Evidence, live: dict[str, Any], ctx: actions.Context, why: str) -> list[Candidate]:
+    if evidence.target.kind == "Deployment" and _previous_template(live, ctx) is not None:
+        return [(_action(evidence, "rollback"), why)]
+    return []
+
+
+def _containers(template: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in ((template or {}).get("spec") or {}).get("containers") or []}
+
+
+def image_pull(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[Candidate]:
+    plans = _rollback(e, live, ctx, "roll back to the previous revision, whose image could be pulled")
+    previous = _containers(_previous_template(live, ctx))
+    current = _containers((live.get("spec") or {}).get("template"))
+    for name, container in current.items():
+        before = previous.get(name, {}).get("image")
+        if before and before != container.get("image"):
+            plans.append(
+                (
+                    _action(e, "set-image", container=name, image=before),
+                    f"set container {name} back to {before}, the image of the previous revision",
+                )
+            )
+    return plans
+
+
+def oom_killed(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[Candidate]:
+    plans: list[Candidate] = []
+    for pod in e.pods:
+        for container in pod.containers:
+            if (container.last_reason == "OOMKilled" or container.reason == "OOMKilled") and container.memory_limit:
+                limit = quantity.parse(container.memory_limit)
+                raised = quantity.format_bytes(int(limit * 2))
+                params: dict[str, Any] = {"container": container.name, "limits": {"memory": raised}}
+                plans.append(
+                    (
+                        _action(e, "set-resources", **params),
+                        f"double the memory limit of {container.name} ({container.memory_limit} -> {raised})",
+                    )
+                )
+                break
+        if plans:
+            break
+    return plans + _rollback(e, live, ctx, "roll back to the previous revision, which did not run out of memory")
+
+
+def probe_failure(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    plans: list[Candidate] = []
+    for name, container in _containers((live.get("spec") or {}).get("template")).items():
+        declared = [p for p in container.get("ports") or [] if p.get("containerPort")]
+        for which in ("livenessProbe", "readinessProbe", "startupProbe"):
+            probe = container.get(which) or {}
+            handler = probe.get("httpGet") or probe.get("tcpSocket")
+            if not handler:
+                continue
+            port = handler.get("port")
+            known = {p.get("containerPort") for p in declared} | {p.get("name") for p in declared}
+            if declared and port not in known:
+                wanted = declared[0].get("name") or declared[0]["containerPort"]
+                plans.append(
+                    (
+                        _action(e, "set-probe", container=name, probe=which, port=wanted),
+                        f"point the {which} of {name} at the port it declares ({wanted}), not {port}",
+                    )
+                )
+            elif "httpGet" in probe and any("statuscode: 404" in line for line in d.evidence):
+                plans.append(
+                    (
+                        _action(e, "set-probe", container=name, probe=which, path="/"),
+                        f"probe a path the server answers (/) instead of {probe['httpGet'].get('path')}",
+                    )
+                )
+    return plans + _rollback(e, live, ctx, "roll back to the previous revision, whose probes passed")
+
+
+def rollback_only(why: str) -> Proposer:
+    def propose(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[Candidate]:
+        return _rollback(e, live, ctx, why)
+
+    return propose
+
+
+def missing_config(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    # Only when a change broke the reference: the previous revision must not reference what is missing.
+    previous = _previous_template(live, ctx)
+    if previous is None:
+        return []
+    text = str(previous)
+    missing = [line.split('"')[1] for line in d.evidence if '"' in line and "not found" in line]
+    if any(name in text for name in missing):
+        return []
+    return _rollback(e, live, ctx, "roll back to the revision that referenced existing configuration")
+
+
+def node_selector(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    plans = _rollback(e, live, ctx, "roll back to the previous revision, which could be scheduled")
+    previous = _previous_template(live, ctx)
+    before = ((previous or {}).get("spec") or {}).get("nodeSelector")
+    plans.append(
+        (
+            _action(e, "set-node-selector", nodeSelector=before),
+            "restore the previous placement" if before else "drop the nodeSelector no node satisfies",
+        )
+    )
+    return plans
+
+
+def service_selector(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    service = e.service
+    if service is None:
+        return []
+    best: dict[str, str] | None = None
+    for pod in e.namespace_pods:
+        candidate = {key: pod.labels[key] for key in service.selector if key in pod.labels}
+        if candidate and (best is None or len(candidate) > len(best)):
+            best = candidate
+    if not best:
+        return []
+    return [(_action(e, "patch-service", selector=best), f"select the pods that carry {best}")]
+
+
+def service_port(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    pods = [pod for pod in e.pods if e.service and pod.name in e.service.matching_pods]
+    ports = [port for pod in pods[:1] for c in pod.containers for port in c.ports]
+    if len(ports) != 1:
+        return []
+    wanted = ports[0].get("name") or ports[0]["containerPort"]
+    return [(_action(e, "patch-service", targetPort=wanted), f"target the port the pods declare ({wanted})")]
+
+
+def pvc_pending(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[Candidate]:
+    plans: list[Candidate] = []
+    default = ctx.default_storage_class
+    for claim in e.claims:
+        if claim.phase != "Bound" and claim.storage_class_exists is False and default:
+            target = models.ObjectRef(kind="PersistentVolumeClaim", namespace=e.target.namespace, name=claim.name)
+            plans.append(
+                (
+                    _action(e, "recreate-pvc", target, storageClassName=default),
+                    f"recreate the unbound claim {claim.name} with the cluster's default class {default}",
+                )
+            )
+    return plans
+
+
+PROPOSERS: dict[str, Proposer] = {
+    "image-pull": image_pull,
+    "oom-killed": oom_killed,
+    "probe-failure": probe_failure,
+    "app-crash": rollback_only("roll back to the previous revision, which ran"),
+    "unschedulable-resources": rollback_only("roll back to the previous revision, whose requests fit the nodes"),
+    "unschedulable-constraints": node_selector,
+    "missing-config": missing_config,
+    "service-selector-mismatch": service_selector,
+    "service-port-mismatch": service_port,
+    "pvc-pending": pvc_pending,
+}
+
+
+def propose(
+    diagnosis: models.Diagnosis,
+    evidence: models.Evidence,
+    live: dict[str, dict[str, Any]],
+    ctx: actions.Context,
+) -> tuple[list[models.Plan], list[str]]:
+    """Ranked plans for this diagnosis, and the reasons candidates were dropped.
+
+    ``live`` maps "Kind/name" to the live objects the actions may target (the workload, its Service, claims).
+    """
+    proposer = PROPOSERS.get(diagnosis.category)
+    if proposer is None:
+        return [], [f"no rule proposes a fix for {diagnosis.category}: a human must decide"]
+    workload = live.get(f"{evidence.target.kind}/{evidence.target.name}") or {}
+    plans: list[models.Plan] = []
+    dropped: list[str] = []
+    for action, why in proposer(diagnosis, evidence, copy.deepcopy(workload), ctx):
+        target = live.get(f"{action.target.kind}/{action.target.name}")
+        if target is None:
+            dropped.append(f"{action.kind} on {action.target}: the object does not exist")
+            continue
+        try:
+            rendered = actions.render(action, target, ctx)
+        except actions.ActionError as exc:
+            dropped.append(f"{action.kind} on {action.target}: {exc}")
+            continue
+        plans.append(
+            models.Plan(
+                actions=[rendered.action.model_copy(update={"rationale": why})],
+                rationale=why,
+                rank=len(plans) + 1,
+                source="rules",
+            )
+        )
+    return plans, dropped
