@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import pathlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic_settings
@@ -61,10 +61,47 @@ class Settings(pydantic_settings.BaseSettings):
         default=1800.0, gt=0, description="Longest one workflow run may take before it is failed."
     )
 
+    # --- Remediation ---
+    mode: Literal["observe", "propose", "auto"] = pydantic.Field(
+        default="propose", description="Default gate mode: observe (diagnose only), propose (ask), auto."
+    )
+    namespace_modes: Annotated[dict[str, str], pydantic_settings.NoDecode] = pydantic.Field(
+        default_factory=dict, description="Per-namespace modes, e.g. 'shop=auto,lab-*=observe' (globs)."
+    )
+    max_candidates: int = pydantic.Field(default=3, ge=1, le=10, description="Plans tried in the shadow per incident.")
+    shadow_timeout_seconds: float = pydantic.Field(default=120.0, gt=0, le=3600)
+    shadow_stability_seconds: float = pydantic.Field(default=20.0, ge=0, le=3600)
+    shadow_ttl_seconds: float = pydantic.Field(default=1800.0, gt=0, description="Expiry of a shadow namespace.")
+    shadow_network_isolation: bool = True
+    shadow_copy_secrets: bool = pydantic.Field(default=False, description="Copy Secret values into shadows.")
+    confirm_timeout_seconds: float = pydantic.Field(
+        default=300.0, gt=0, le=3600, description="How long an applied fix has to heal the workload."
+    )
+    cooldown_seconds: float = pydantic.Field(default=600.0, ge=0)
+    max_applies_per_hour: int = pydantic.Field(default=10, ge=0)
+
     # --- Evidence ---
     evidence_max_events: int = pydantic.Field(default=20, ge=1, le=500)
     evidence_max_pods: int = pydantic.Field(default=10, ge=1, le=200)
     evidence_log_lines: int = pydantic.Field(default=20, ge=0, le=1000)
+
+    @pydantic.field_validator("namespace_modes", mode="before")
+    @classmethod
+    def _modes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("{"):
+                return json.loads(value)
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            return {key.strip(): mode.strip() for key, mode in pairs}
+        return value
+
+    @pydantic.field_validator("namespace_modes")
+    @classmethod
+    def _known_modes(cls, value: dict[str, str]) -> dict[str, str]:
+        wrong = {k: v for k, v in value.items() if v not in ("observe", "propose", "auto")}
+        if wrong:
+            raise ValueError(f"modes must be observe, propose or auto: {wrong}")
+        return value
 
     @pydantic.field_validator("watch_namespaces", "ignore_namespaces", mode="before")
     @classmethod

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import datetime
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -42,7 +44,16 @@ _KINDS: dict[str, tuple[str, str]] = {
     "DaemonSet": ("AppsV1Api", "daemon_set"),
     "Job": ("BatchV1Api", "job"),
     "CronJob": ("BatchV1Api", "cron_job"),
+    "Secret": ("CoreV1Api", "secret"),
+    "ResourceQuota": ("CoreV1Api", "resource_quota"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
 }
+_PATCH_TYPES = {
+    "strategic": "application/strategic-merge-patch+json",
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+}
+FIELD_MANAGER = "aegis"
 
 
 class ClusterError(RuntimeError):
@@ -189,6 +200,98 @@ class Cluster:
         if not isinstance(text, str):
             return []
         return text.splitlines()[-tail_lines:] if tail_lines else []
+
+    async def list_cluster(self, kind: str) -> list[dict[str, Any]]:
+        """All objects of a cluster-scoped kind (StorageClass, Node)."""
+        api, suffix = _CLUSTER_KINDS[kind]
+        result = await self._call(f"list {kind}", getattr(self._api(api), f"list_{suffix}"))
+        return list((result or {}).get("items") or [])
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    async def patch(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: Any,
+        patch_type: str,
+        *,
+        dry_run: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """Patch one object (strategic merge, merge or JSON patch); server-side dry-run when ``dry_run``."""
+        api, suffix = _kind(kind)
+        fn = getattr(self._api(api), f"patch_namespaced_{suffix}")
+        kwargs: dict[str, Any] = {"field_manager": field_manager, "_content_type": _PATCH_TYPES[patch_type]}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        what = f"{'dry-run ' if dry_run else ''}patch {kind} {namespace}/{name}"
+        result = await self._call(what, fn, name, namespace, patch, **kwargs)
+        if result is None:
+            raise ClusterError(f"{what}: not found", 404)
+        return result
+
+    async def create(self, kind: str, namespace: str, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        api, suffix = _kind(kind)
+        fn = getattr(self._api(api), f"create_namespaced_{suffix}")
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        name = (body.get("metadata") or {}).get("name")
+        return await self._call(f"create {kind} {namespace}/{name}", fn, namespace, body, **kwargs)
+
+    async def delete(self, kind: str, namespace: str, name: str, *, dry_run: bool = False) -> bool:
+        """Delete one object; False when it did not exist."""
+        api, suffix = _kind(kind)
+        fn = getattr(self._api(api), f"delete_namespaced_{suffix}")
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(f"delete {kind} {namespace}/{name}", fn, name, namespace, **kwargs) is not None
+
+    async def create_namespace(self, body: dict[str, Any]) -> dict[str, Any]:
+        fn = self._api("CoreV1Api").create_namespace
+        return await self._call(f"create namespace {body['metadata']['name']}", fn, body)
+
+    async def delete_namespace(self, name: str) -> bool:
+        fn = self._api("CoreV1Api").delete_namespace
+        return await self._call(f"delete namespace {name}", fn, name) is not None
+
+    async def list_namespaces(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        fn = self._api("CoreV1Api").list_namespace
+        result = await self._call("list namespaces", fn, label_selector=selector_string(labels))
+        items = list((result or {}).get("items") or [])
+        return [i for i in items if match_labels({"matchLabels": dict(labels)}, i["metadata"].get("labels"))]
+
+    async def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a Kubernetes Event about ``involved`` (best effort: an Event is never worth failing for)."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'aegis')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1000],
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": "aegis"},
+            "reportingComponent": "aegis",
+        }
+        with contextlib.suppress(ClusterError):
+            await self._call(
+                f"event on {namespace}/{meta.get('name')}",
+                self._api("CoreV1Api").create_namespaced_event,
+                namespace,
+                body,
+            )
 
     # --- custom objects --------------------------------------------------------------------------
 

@@ -1,0 +1,363 @@
+"""Shadow verification: reproduce the failure and prove the fix in isolated namespaces before production.
+
+For one plan, two namespaces are created (``aegis-shadow-<id>-b`` and ``-c``), each
+labelled with its incident and an expiry, capped by a ResourceQuota and isolated
+by a default-deny NetworkPolicy (configurable). Both receive copies of what the
+workload needs — referenced ConfigMaps, Secrets mirrored as keys with placeholder
+values (unless copying is enabled), the Services and claims involved — and the
+workload itself, names and labels unchanged. The **baseline** stays as production
+is now and must reproduce the failure; the **candidate** gets the plan through the
+very patch that production would get. Health is judged by fixed rules — rolled
+out, every pod Ready for a stability window, no restarts, no new Warning events,
+Service endpoints present — never by criteria an LLM chose. The namespaces are
+deleted in every case; the janitor removes any left behind by a crash.
+
+Called by the verify stage of the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import dataclasses
+import datetime
+import hashlib
+import logging
+from typing import Any
+
+from aegis import config, models
+from aegis.kube import client
+
+logger = logging.getLogger("aegis.shadow")
+
+LABEL_SHADOW = "aegis.dev/shadow"
+LABEL_INCIDENT = "aegis.dev/incident"
+LABEL_EXPIRES = "aegis.dev/expires"  # unix seconds
+PLACEHOLDER = "aegis-shadow-placeholder"
+_WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reasons: tuple[str, ...]
+
+
+def namespace_names(incident: models.Incident, attempt: int) -> tuple[str, str]:
+    digest = hashlib.sha256(f"{incident.namespace}/{incident.name}/{incident.uid}".encode()).hexdigest()[:8]
+    base = f"aegis-shadow-{digest}-{attempt}"
+    return f"{base}-b", f"{base}-c"
+
+
+def _clean(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A copy of ``obj`` that can be created anew in ``namespace``."""
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata") or {}
+    out["metadata"] = {
+        "name": meta["name"],
+        "namespace": namespace,
+        "labels": dict(meta.get("labels") or {}),
+        "annotations": {
+            k: v
+            for k, v in (meta.get("annotations") or {}).items()
+            if not k.startswith(
+                ("deployment.kubernetes.io/", "kubectl.kubernetes.io/last-applied", "pv.kubernetes.io/")
+            )
+        },
+    }
+    out.pop("status", None)
+    spec = out.get("spec") or {}
+    if out.get("kind") == "Service":
+        for key in ("clusterIP", "clusterIPs", "healthCheckNodePort"):
+            spec.pop(key, None)
+        for port in spec.get("ports") or []:
+            port.pop("nodePort", None)
+    if out.get("kind") == "PersistentVolumeClaim":
+        spec.pop("volumeName", None)
+    if out.get("kind") in _WORKLOADS and "replicas" in spec:
+        spec["replicas"] = min(int(spec.get("replicas") or 1), 1)  # one replica proves the fix, cheaply
+    return out
+
+
+def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def _references(workload: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:
+    """ConfigMaps, Secrets and claims a workload's pods use."""
+    config_maps: set[str] = set()
+    secrets: set[str] = set()
+    claims: set[str] = set()
+    spec = _pod_spec(workload)
+    for volume in spec.get("volumes") or []:
+        if "configMap" in volume:
+            config_maps.add(volume["configMap"].get("name"))
+        if "secret" in volume:
+            secrets.add(volume["secret"].get("secretName"))
+        if "persistentVolumeClaim" in volume:
+            claims.add(volume["persistentVolumeClaim"].get("claimName"))
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                config_maps.add(source["configMapRef"].get("name"))
+            if "secretRef" in source:
+                secrets.add(source["secretRef"].get("name"))
+        for env in container.get("env") or []:
+            ref = env.get("valueFrom") or {}
+            if "configMapKeyRef" in ref:
+                config_maps.add(ref["configMapKeyRef"].get("name"))
+            if "secretKeyRef" in ref:
+                secrets.add(ref["secretKeyRef"].get("name"))
+    return config_maps - {None}, secrets - {None}, claims - {None}  # type: ignore[return-value]
+
+
+class ShadowVerifier:
+    def __init__(self, cluster: client.Cluster, settings: config.Settings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+
+    async def verify(
+        self,
+        incident: models.Incident,
+        plan: models.Plan,
+        results: list[models.ActionResult],
+        objects: dict[str, dict[str, Any]],
+        attempt: int,
+        now: datetime.datetime,
+    ) -> models.Verification:
+        """Run baseline and candidate side by side; always tear both namespaces down.
+
+        ``objects`` maps "Kind/name" to the live objects to copy: the workload(s), Services and claims involved.
+        """
+        baseline_ns, candidate_ns = namespace_names(incident, attempt)
+        details: list[str] = []
+        try:
+            for ns in (baseline_ns, candidate_ns):
+                await self._namespace(ns, incident, now)
+                await self._copy(incident.namespace, ns, objects, details)
+            for result in results:
+                await apply_to(self.cluster, candidate_ns, result)
+            details.append(f"candidate: {len(results)} action(s) applied with the production patch")
+            baseline, candidate = await asyncio.gather(
+                self._observe(baseline_ns, objects, expect_healthy=False),
+                self._observe(candidate_ns, objects, expect_healthy=True),
+            )
+        except client.ClusterError as exc:
+            details.append(f"shadow verification could not run: {exc}")
+            return models.Verification(
+                passed=False,
+                baselineReproduced=None,
+                candidateHealthy=False,
+                shadowNamespace=candidate_ns,
+                details=details,
+            )
+        finally:
+            for ns in (baseline_ns, candidate_ns):
+                try:
+                    await self.cluster.delete_namespace(ns)
+                except client.ClusterError as exc:  # the janitor removes it after its expiry
+                    logger.warning("could not delete shadow namespace %s: %s", ns, exc)
+        reproduced = not baseline.healthy
+        details.append(
+            "baseline "
+            + (
+                "reproduced the failure: " + "; ".join(baseline.reasons)
+                if reproduced
+                else "did NOT reproduce the failure: the diagnosis is in doubt"
+            )
+        )
+        details.append(
+            "candidate "
+            + (
+                "healthy over the stability window"
+                if candidate.healthy
+                else "unhealthy: " + "; ".join(candidate.reasons)
+            )
+        )
+        return models.Verification(
+            passed=candidate.healthy and reproduced,
+            baselineReproduced=reproduced,
+            candidateHealthy=candidate.healthy,
+            shadowNamespace=candidate_ns,
+            details=details,
+        )
+
+    async def _namespace(self, name: str, incident: models.Incident, now: datetime.datetime) -> None:
+        expires = int(now.timestamp() + self.settings.shadow_ttl_seconds)
+        await self.cluster.create_namespace(
+            {
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        LABEL_SHADOW: "true",
+                        LABEL_INCIDENT: f"{incident.namespace}.{incident.name}"[:63],
+                        LABEL_EXPIRES: str(expires),
+                        "app.kubernetes.io/managed-by": "aegis",
+                    },
+                }
+            }
+        )
+        await self.cluster.create(
+            "ResourceQuota",
+            name,
+            {
+                "metadata": {"name": "aegis-shadow", "namespace": name},
+                "spec": {"hard": {"pods": "10", "services": "5", "persistentvolumeclaims": "5"}},
+            },
+        )
+        if self.settings.shadow_network_isolation:
+            await self.cluster.create(
+                "NetworkPolicy",
+                name,
+                {
+                    "metadata": {"name": "aegis-shadow-deny-all", "namespace": name},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+                },
+            )
+
+    async def _copy(self, source_ns: str, ns: str, objects: dict[str, dict[str, Any]], details: list[str]) -> None:
+        config_maps: set[str] = set()
+        secrets: set[str] = set()
+        for obj in objects.values():
+            if obj.get("kind") in _WORKLOADS:
+                found = _references(obj)
+                config_maps |= found[0]
+                secrets |= found[1]
+        for name in sorted(config_maps):
+            live = await self.cluster.get("ConfigMap", source_ns, name)
+            if live is not None:  # a missing ConfigMap stays missing: that may be the failure to reproduce
+                await self.cluster.create("ConfigMap", ns, _clean({**live, "kind": "ConfigMap"}, ns))
+        for name in sorted(secrets):
+            live = await self.cluster.get("Secret", source_ns, name)
+            if live is None:
+                continue
+            mirror = _clean({**live, "kind": "Secret"}, ns)
+            if not self.settings.shadow_copy_secrets:
+                mirror["data"] = {
+                    key: base64.b64encode(PLACEHOLDER.encode()).decode() for key in live.get("data") or {}
+                }
+                mirror.pop("stringData", None)
+            await self.cluster.create("Secret", ns, mirror)
+        order = {"PersistentVolumeClaim": 0, "Service": 1}
+        for _, obj in sorted(objects.items(), key=lambda item: order.get(item[1].get("kind", ""), 2)):
+            await self.cluster.create(obj["kind"], ns, _clean(obj, ns))
+        details.append(
+            f"{ns}: copied {len(objects)} object(s), {len(config_maps)} ConfigMap(s), {len(secrets)} "
+            f"Secret(s){'' if self.settings.shadow_copy_secrets else ' with placeholder values'}"
+        )
+
+    async def _observe(self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool) -> Health:
+        """Judge health by the fixed rules until it is settled either way or the time is up."""
+        deadline = asyncio.get_running_loop().time() + self.settings.shadow_timeout_seconds
+        stable_since: float | None = None
+        restarts_at_start: int | None = None
+        warnings_at_start: int | None = None
+        last = Health(False, ("not observed yet",))
+        while True:
+            health, restarts, warnings = await self._health(ns, objects)
+            now = asyncio.get_running_loop().time()
+            if health.healthy:
+                if stable_since is None:
+                    stable_since, restarts_at_start, warnings_at_start = now, restarts, warnings
+                elif restarts != restarts_at_start:
+                    health = Health(False, ("containers restarted during the stability window",))
+                    stable_since = None
+                elif warnings != warnings_at_start:
+                    health = Health(False, ("new Warning events during the stability window",))
+                    stable_since = None
+                elif now - stable_since >= self.settings.shadow_stability_seconds:
+                    return health
+            else:
+                stable_since = None
+            last = health
+            if now >= deadline:
+                return last if not last.healthy else Health(False, ("not stable long enough before the deadline",))
+            await asyncio.sleep(0.5)
+
+    async def _health(self, ns: str, objects: dict[str, dict[str, Any]]) -> tuple[Health, int, int]:
+        reasons: list[str] = []
+        restarts = 0
+        for obj in objects.values():
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            if kind in _WORKLOADS:
+                live = await self.cluster.get(kind, ns, name)
+                if live is None:
+                    reasons.append(f"{kind} {name} is missing")
+                    continue
+                reasons += rollout_problems(live)
+                selector = (live.get("spec") or {}).get("selector")
+                for pod in await self.cluster.list("Pod", ns, selector=selector):
+                    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                        restarts += int(cs.get("restartCount") or 0)
+                        if not cs.get("ready"):
+                            waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                            reasons.append(
+                                f"pod {pod['metadata']['name']} container {cs['name']} not ready"
+                                + (f" ({waiting})" if waiting else "")
+                            )
+            elif kind == "Service" and (obj.get("spec") or {}).get("selector"):
+                endpoints = await self.cluster.get("Endpoints", ns, name)
+                ready = sum(len(s.get("addresses") or []) for s in (endpoints or {}).get("subsets") or [])
+                if not ready:
+                    reasons.append(f"Service {name} has no ready endpoints")
+            elif kind == "PersistentVolumeClaim":
+                live = await self.cluster.get(kind, ns, name)
+                if ((live or {}).get("status") or {}).get("phase") != "Bound":
+                    reasons.append(f"claim {name} is not bound")
+        events = await self.cluster.list("Event", ns)
+        warnings = sum(int(e.get("count") or 1) for e in events if e.get("type") == "Warning")
+        return Health(not reasons, tuple(dict.fromkeys(reasons))), restarts, warnings
+
+
+def rollout_problems(workload: dict[str, Any]) -> list[str]:
+    """Why a Deployment/StatefulSet/DaemonSet is not fully rolled out and Ready (empty when it is)."""
+    kind, name = workload.get("kind", "Deployment"), workload["metadata"]["name"]
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(workload["metadata"].get("generation") or 1):
+        return [f"{kind} {name}: the controller has not seen the latest spec"]
+    if kind == "DaemonSet":
+        wanted = int(status.get("desiredNumberScheduled") or 0)
+        ready = int(status.get("numberReady") or 0)
+        return [] if wanted and ready == wanted else [f"DaemonSet {name}: {ready}/{wanted} ready"]
+    wanted = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or (ready if kind == "StatefulSet" else 0))
+    total = int(status.get("replicas") or 0)
+    if ready < wanted or updated < wanted or total > wanted:
+        return [f"{kind} {name}: {ready}/{wanted} ready, {updated} updated, {total} total"]
+    return []
+
+
+async def apply_to(
+    cluster: client.Cluster, namespace: str, result: models.ActionResult, *, dry_run: bool = False
+) -> dict[str, Any] | None:
+    """Apply one rendered action in ``namespace`` — the same code for shadow and production."""
+    target = result.action.target
+    if result.patch_type == "recreate":
+        manifest = copy.deepcopy(result.patch)
+        manifest["metadata"]["namespace"] = namespace
+        if not dry_run:
+            await cluster.delete(target.kind, namespace, target.name)
+            for _ in range(50):  # wait until the old claim is gone before creating its replacement
+                if await cluster.get(target.kind, namespace, target.name) is None:
+                    break
+                await asyncio.sleep(0.1)
+        return await cluster.create(target.kind, namespace, manifest, dry_run=dry_run)
+    return await cluster.patch(target.kind, namespace, target.name, result.patch, result.patch_type, dry_run=dry_run)
+
+
+async def undo(cluster: client.Cluster, namespace: str, result: models.ActionResult) -> dict[str, Any] | None:
+    """Restore the pre-image of exactly the fields ``result`` changed."""
+    pre = result.pre_image or {}
+    restore = models.ActionResult(action=result.action, patch=pre.get("undo"), patchType=result.patch_type)
+    return await apply_to(cluster, namespace, restore)
+
+
+def related_objects(incident: models.Incident, plan: models.Plan) -> list[str]:
+    """The "Kind/name" keys a plan touches besides the incident's target."""
+    return [
+        f"{a.target.kind}/{a.target.name}"
+        for a in plan.actions
+        if (a.target.kind, a.target.name) != (incident.target.kind, incident.target.name)
+    ]
