@@ -84,32 +84,33 @@ def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
 
 
-def _references(workload: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:
-    """ConfigMaps, Secrets and claims a workload's pods use."""
+def _references(obj: Any) -> tuple[set[str], set[str], set[str]]:
+    """ConfigMaps, Secrets and claims named anywhere in a workload, a pod template or a patch."""
     config_maps: set[str] = set()
     secrets: set[str] = set()
     claims: set[str] = set()
-    spec = _pod_spec(workload)
-    for volume in spec.get("volumes") or []:
-        if "configMap" in volume:
-            config_maps.add(volume["configMap"].get("name"))
-        if "secret" in volume:
-            secrets.add(volume["secret"].get("secretName"))
-        if "persistentVolumeClaim" in volume:
-            claims.add(volume["persistentVolumeClaim"].get("claimName"))
-    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-        for source in container.get("envFrom") or []:
-            if "configMapRef" in source:
-                config_maps.add(source["configMapRef"].get("name"))
-            if "secretRef" in source:
-                secrets.add(source["secretRef"].get("name"))
-        for env in container.get("env") or []:
-            ref = env.get("valueFrom") or {}
-            if "configMapKeyRef" in ref:
-                config_maps.add(ref["configMapKeyRef"].get("name"))
-            if "secretKeyRef" in ref:
-                secrets.add(ref["secretKeyRef"].get("name"))
-    return config_maps - {None}, secrets - {None}, claims - {None}  # type: ignore[return-value]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            if isinstance(value, dict):
+                if key in ("configMap", "configMapRef", "configMapKeyRef") and value.get("name"):
+                    config_maps.add(value["name"])
+                elif key in ("secretRef", "secretKeyRef") and value.get("name"):
+                    secrets.add(value["name"])
+                elif key == "secret" and value.get("secretName"):
+                    secrets.add(value["secretName"])
+                elif key == "persistentVolumeClaim" and value.get("claimName"):
+                    claims.add(value["claimName"])
+            walk(value)
+
+    walk(obj)
+    return config_maps, secrets, claims
 
 
 class ShadowVerifier:
@@ -135,7 +136,7 @@ class ShadowVerifier:
         try:
             for ns in (baseline_ns, candidate_ns):
                 await self._namespace(ns, incident, now)
-                await self._copy(incident.namespace, ns, objects, details)
+                await self._copy(incident.namespace, ns, objects, details, [r.patch for r in results])
             for result in results:
                 await apply_to(self.cluster, candidate_ns, result)
             details.append(f"candidate: {len(results)} action(s) applied with the production patch")
@@ -216,14 +217,19 @@ class ShadowVerifier:
                 },
             )
 
-    async def _copy(self, source_ns: str, ns: str, objects: dict[str, dict[str, Any]], details: list[str]) -> None:
-        config_maps: set[str] = set()
-        secrets: set[str] = set()
-        for obj in objects.values():
-            if obj.get("kind") in _WORKLOADS:
-                found = _references(obj)
-                config_maps |= found[0]
-                secrets |= found[1]
+    async def _copy(
+        self,
+        source_ns: str,
+        ns: str,
+        objects: dict[str, dict[str, Any]],
+        details: list[str],
+        patches: list[Any] | None = None,
+    ) -> None:
+        # What the workloads use now, and what the candidate's patches will make them use (a rollback may
+        # return to a ConfigMap the current revision does not reference).
+        config_maps, secrets, _ = _references(
+            [o for o in objects.values() if o.get("kind") in _WORKLOADS] + list(patches or [])
+        )
         for name in sorted(config_maps):
             live = await self.cluster.get("ConfigMap", source_ns, name)
             if live is not None:  # a missing ConfigMap stays missing: that may be the failure to reproduce
@@ -247,16 +253,32 @@ class ShadowVerifier:
             f"Secret(s){'' if self.settings.shadow_copy_secrets else ' with placeholder values'}"
         )
 
-    async def _observe(self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool) -> Health:
+    async def observe(
+        self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool, limit: float | None = None
+    ) -> Health:
+        """Public: the same fixed health rules, used on the real workload after an apply."""
+        return await self._observe(ns, objects, expect_healthy=expect_healthy, limit=limit)
+
+    async def _observe(
+        self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool, limit: float | None = None
+    ) -> Health:
         """Judge health by the fixed rules until it is settled either way or the time is up."""
-        deadline = asyncio.get_running_loop().time() + self.settings.shadow_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + (limit or self.settings.shadow_timeout_seconds)
         stable_since: float | None = None
         restarts_at_start: int | None = None
         warnings_at_start: int | None = None
         last = Health(False, ("not observed yet",))
+        failing_since: float | None = None
         while True:
             health, restarts, warnings = await self._health(ns, objects)
             now = asyncio.get_running_loop().time()
+            if not expect_healthy and not health.healthy:
+                # The baseline is expected to fail: a failure that persists for the window is reproduced.
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since >= max(self.settings.shadow_stability_seconds, 1.0):
+                    return health
+            else:
+                failing_since = None
             if health.healthy:
                 if stable_since is None:
                     stable_since, restarts_at_start, warnings_at_start = now, restarts, warnings
@@ -337,7 +359,9 @@ async def apply_to(
     if result.patch_type == "recreate":
         manifest = copy.deepcopy(result.patch)
         manifest["metadata"]["namespace"] = namespace
-        if not dry_run:
+        if dry_run:  # the old claim still exists: validate the new one under another name
+            manifest["metadata"]["name"] = f"{target.name[:40]}-aegis-dry-run"
+        else:
             await cluster.delete(target.kind, namespace, target.name)
             for _ in range(50):  # wait until the old claim is gone before creating its replacement
                 if await cluster.get(target.kind, namespace, target.name) is None:

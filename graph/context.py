@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aegis import config, models
+from aegis import config, models, policy
 
 
 class IncidentRecorder(Protocol):
@@ -23,6 +23,14 @@ class IncidentRecorder(Protocol):
         timeline: list[models.TimelineEntry] | None = None,
     ) -> Any: ...
 
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def update_spec(
+        self, namespace: str, name: str, mutate: Callable[[models.Incident], dict[str, Any] | None]
+    ) -> Any: ...
+
 
 class Gatherer(Protocol):
     async def gather(self, incident: models.Incident, hints: list[str], now: datetime.datetime) -> models.Evidence: ...
@@ -32,9 +40,24 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
 
 
+def policy_from(settings: config.Settings) -> policy.Policy:
+    return policy.Policy(
+        default_mode=settings.mode,
+        modes=tuple(settings.namespace_modes.items()),  # type: ignore[arg-type]
+        cooldown=datetime.timedelta(seconds=settings.cooldown_seconds),
+        max_applies_per_hour=settings.max_applies_per_hour,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Deps:
     settings: config.Settings
     incidents: IncidentRecorder
     gatherer: Gatherer
     clock: Callable[[], datetime.datetime] = utcnow
+    cluster: Any = None  # aegis.kube.client.Cluster: reads and writes for the remediation stages
+    verifier: Any = None  # aegis.shadow.ShadowVerifier
+
+    @property
+    def policy(self) -> policy.Policy:
+        return policy_from(self.settings)

@@ -24,6 +24,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from langgraph.types import Command
+
 from aegis import config, k8sgpt, models
 from aegis.kube import client, incidents
 from graph import context
@@ -262,7 +264,8 @@ class Engine:
         task = self._tasks.get(incident.thread_id)
         if task is not None and not task.done():
             return
-        task = asyncio.create_task(self._run(incident), name=f"aegis:{incident.thread_id}")
+        approval = dict((obj.get("spec") or {}).get("approval") or {})
+        task = asyncio.create_task(self._run(incident, approval), name=f"aegis:{incident.thread_id}")
         self._tasks[incident.thread_id] = task
         task.add_done_callback(lambda t, key=incident.thread_id: self._forget(key, t))
 
@@ -270,22 +273,41 @@ class Engine:
         if self._tasks.get(key) is task:
             del self._tasks[key]
 
-    async def _run(self, incident: models.Incident) -> None:
+    async def _run(self, incident: models.Incident, approval: dict[str, Any] | None = None) -> None:
         """Start, resume or finish this incident's thread; transient errors resume it from its checkpoint."""
         config_ = {"configurable": {"thread_id": incident.thread_id}}
-        for attempt in range(len(RUN_RETRIES) + 1):
+        attempt = 0
+        while attempt <= len(RUN_RETRIES):
             async with self._slots:
                 try:
                     snapshot = await self.graph.aget_state(config_)
                     if snapshot.values and not snapshot.next:
                         return  # finished before (e.g. a duplicate event after a restart)
+                    payload: Any = None if snapshot.values else self._initial_state(incident)
                     if snapshot.interrupts:
-                        return  # waiting for a human; resumed by the approval handler
-                    payload = None if snapshot.values else self._initial_state(incident)
+                        decision = (approval or {}).get("decision", "Pending")
+                        if decision not in ("Approved", "Rejected"):
+                            return  # still waiting for a human: the Incident's next change wakes it
+                        payload = Command(
+                            resume={
+                                "decision": decision,
+                                "reason": (approval or {}).get("reason", ""),
+                                "by": (approval or {}).get("approvedBy") or "unverified",
+                                "verified": False,
+                            }
+                        )
                     await asyncio.wait_for(
                         self.graph.ainvoke(payload, config_, context=self.deps),
                         timeout=self.settings.workflow_timeout_seconds,
                     )
+                    # The answer may have come while this run was reaching its interrupt (the event found the
+                    # run still busy and left): look once more, so an approval is never left unheard.
+                    if (await self.graph.aget_state(config_)).interrupts:
+                        latest = await self.store.get(incident.namespace, incident.name)
+                        decided = ((latest or {}).get("spec") or {}).get("approval") or {}
+                        if decided.get("decision") in ("Approved", "Rejected"):
+                            approval = decided
+                            continue
                     return
                 except asyncio.CancelledError:
                     raise
@@ -304,6 +326,7 @@ class Engine:
                         await self._fail(incident, reason)
                         return
             await asyncio.sleep(RUN_RETRIES[attempt])
+            attempt += 1
 
     def _initial_state(self, incident: models.Incident) -> dict[str, Any]:
         hints = [text for source in incident.sources for text in source.texts]

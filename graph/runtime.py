@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import kubernetes
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from aegis import config
+from aegis import config, shadow
 from aegis.kube import client, evidence, incidents
 from graph import build, context, engine
 
@@ -38,7 +38,11 @@ async def open_runtime(
         async with AsyncSqliteSaver.from_conn_string(str(settings.state_db)) as checkpointer:
             store = incidents.IncidentStore(cluster)
             deps = context.Deps(
-                settings=settings, incidents=store, gatherer=evidence.EvidenceGatherer(cluster, settings)
+                settings=settings,
+                incidents=store,
+                gatherer=evidence.EvidenceGatherer(cluster, settings),
+                cluster=cluster,
+                verifier=shadow.ShadowVerifier(cluster, settings),
             )
             the_engine = engine.Engine(
                 settings=settings, cluster=cluster, store=store, deps=deps, graph=build.build_graph(checkpointer)

@@ -2,7 +2,7 @@
 
 Plain dicts (``models.X.dump()``) rather than pydantic objects keep checkpoints
 portable and free of deserialization warnings; nodes validate what they read
-with the ``aegis.models`` classes. ``timeline`` accumulates across nodes.
+with the ``aegis.models`` classes. ``timeline`` and ``attempts`` accumulate across nodes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,18 @@ class IncidentState(TypedDict, total=False):
     hints: list[str]  # K8sGPT failure texts (untrusted)
     evidence: dict[str, Any]  # models.Evidence
     diagnosis: dict[str, Any]  # models.Diagnosis
+    plans: list[dict[str, Any]]  # models.Plan, ranked, not yet tried
+    dropped: list[str]  # candidates refused by validation, and why
+    attempts: Annotated[list[dict[str, Any]], operator.add]  # {"plan", "verification"} per shadow run
+    verification: dict[str, Any]  # models.Verification of the plan being taken forward
+    chosen: dict[str, Any]  # models.Plan that passed the shadow
+    verified: dict[str, Any]  # {"uid", "generation"} of the target as verified
+    decision: dict[str, Any]  # models.Decision
+    results: list[dict[str, Any]]  # models.ActionResult of what was applied
+    outcome: dict[str, Any]  # models.Outcome
+    mode: str  # the gate's mode for this namespace: observe | propose | auto
+    max_candidates: int
+    reverify: bool  # the target changed after verification: verify again before anything is applied
     phase: str  # models.Phase
     reason: str
     timeline: Annotated[list[dict[str, Any]], operator.add]  # models.TimelineEntry, appended by nodes

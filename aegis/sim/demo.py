@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import pathlib
+import shutil
 import sys
 import tempfile
 import threading
@@ -70,12 +71,25 @@ class Report:
             outcome = "not evaluated: remediation is not enabled (observe mode)"
         else:
             outcome = False
-        return {"detected": self.detected, "category": category == self.expected.category, "outcome": outcome}
+        kinds = {a["kind"] for a in self.actions}
+        actions_ok = kinds <= set(self.expected.actions) if self.phase == "Resolved" else not self.applied
+        return {
+            "detected": self.detected,
+            "category": category == self.expected.category,
+            "outcome": outcome,
+            "actions": actions_ok,
+        }
 
     @property
     def met(self) -> bool:
         checks = self.checks()
-        return bool(checks["detected"] and checks["category"] and checks["outcome"] is not False and not self.error)
+        return bool(
+            checks["detected"]
+            and checks["category"]
+            and checks["outcome"] is not False
+            and checks["actions"]
+            and not self.error
+        )
 
     def as_json(self) -> dict[str, Any]:
         diagnosis = self.diagnosis or {}
@@ -200,7 +214,7 @@ async def _observe(
             report.reason = status.get("reason", "")
             report.diagnosis = status.get("diagnosis")
             report.stage = f"incident {report.phase}"
-            plan = status.get("plan") or {}
+            plan = (status.get("plan") or {}).get("chosen") or {}
             report.actions = [{"kind": a.get("kind"), "target": a.get("target")} for a in plan.get("actions") or []]
             report.verification = status.get("verification")
             report.decision = (status.get("decision") or {}).get("outcome")
@@ -227,8 +241,8 @@ def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:
         with contextlib.suppress(KeyError, ValueError):
             stamps.append((line["stage"], datetime.datetime.fromisoformat(line["at"].replace("Z", "+00:00"))))
     out: dict[str, float] = {}
-    for (stage, at), (_, following) in itertools.pairwise(stamps):
-        out[stage] = round(out.get(stage, 0.0) + (following - at).total_seconds(), 3)
+    for (_, before), (stage, at) in itertools.pairwise(stamps):  # a node writes its line when it ends
+        out[stage] = round(out.get(stage, 0.0) + (at - before).total_seconds(), 3)
     return out
 
 
@@ -326,10 +340,17 @@ def run(
     if len(set(namespaces)) != len(namespaces):
         console.print("[red]scenarios must use distinct namespaces to run together[/red]")
         return 2
-    temp = tempfile.TemporaryDirectory(prefix="aegis-demo-") if workdir is None else None
-    work = pathlib.Path(temp.name) if temp else workdir
+    temp = tempfile.mkdtemp(prefix="aegis-demo-") if workdir is None else None
+    work = pathlib.Path(temp) if temp else workdir
     assert work is not None
-    settings = config.load_settings(state_db=work / "state.sqlite", max_concurrent_incidents=8)
+    # Cluster time runs `speed` times faster: windows in wall seconds shrink with it (20 s of stability = 2 s at 10x).
+    settings = config.load_settings(
+        state_db=work / "state.sqlite",
+        max_concurrent_incidents=8,
+        shadow_stability_seconds=30 / speed,
+        shadow_timeout_seconds=max(240 / speed, 15),
+        confirm_timeout_seconds=max(300 / speed, 20),
+    )
     logging.basicConfig(
         filename=work / "operator.log",
         level=logging.INFO,
@@ -361,7 +382,7 @@ def run(
                 operator.stop()
     finally:
         if temp is not None and all(r.met for r in reports):
-            temp.cleanup()
+            shutil.rmtree(temp, ignore_errors=True)
         elif temp is not None:
             console.print(f"Kept for inspection: {work} (operator.log, kubeconfig, state.sqlite)")
     if as_json:

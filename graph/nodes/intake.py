@@ -15,5 +15,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     reporters = ", ".join(sorted({f"{s.kind} {s.object}" for s in incident.sources})) or "no source"
     via = f" via {' -> '.join(str(ref) for ref in incident.owner_chain)}" if incident.owner_chain else ""
     message = f"K8sGPT reported a problem on {incident.target}{via} ({reporters})"
-    line = await recording.record(runtime.context, current, "intake", message, phase="Diagnosing", reason="")
-    return {"phase": "Diagnosing", "timeline": [line]}
+    deps = runtime.context
+    mode = deps.policy.mode_for(incident.namespace)
+    line = await recording.record(deps, current, "intake", f"{message}; mode {mode}", phase="Diagnosing", reason="")
+    return {"phase": "Diagnosing", "mode": mode, "max_candidates": deps.settings.max_candidates, "timeline": [line]}

@@ -77,13 +77,32 @@ def _pull_evidence(found: bool = True) -> models.Evidence:
 
 
 def _deps(store: FakeStore, gatherer: FakeGatherer) -> context.Deps:
-    return context.Deps(settings=config.Settings(), incidents=store, gatherer=gatherer, clock=lambda: NOW)
+    return context.Deps(settings=config.Settings(mode="observe"), incidents=store, gatherer=gatherer, clock=lambda: NOW)
 
 
 def test_route_after_gather() -> None:
     assert routing.after_gather({"evidence": {"targetFound": True}}) == "diagnose"
     assert routing.after_gather({"evidence": {"targetFound": False}}) == "report"
     assert routing.after_gather({}) == "diagnose"
+
+
+def test_remediation_routes() -> None:
+    assert routing.after_diagnose({"mode": "observe"}) == "report"
+    assert routing.after_diagnose({"mode": "propose"}) == "propose"
+    assert routing.after_propose({"plans": [{"rank": 1}]}) == "verify"
+    assert routing.after_propose({"plans": []}) == "report"
+    passed = {"verification": {"passed": True}}
+    assert routing.after_verify(passed) == "gate"
+    failed = {"verification": {"passed": False}, "attempts": [{}], "max_candidates": 3}
+    assert routing.after_verify(failed) == "propose"
+    assert routing.after_verify({**failed, "attempts": [{}, {}, {}]}) == "report"
+    assert routing.after_gate({"reverify": True}) == "verify"
+    assert routing.after_gate({"decision": {"outcome": "approved"}}) == "apply"
+    assert routing.after_gate({"decision": {"outcome": "rejected"}}) == "report"
+    applied = {"results": [{"applied": True}], "phase": "Applying"}
+    assert routing.after_apply(applied) == "confirm"
+    assert routing.after_apply({**applied, "phase": "Escalated"}) == "report"
+    assert routing.after_apply({"results": [], "phase": "Applying"}) == "report"
 
 
 def test_report_conclusions() -> None:
@@ -94,6 +113,14 @@ def test_report_conclusions() -> None:
     )
     phase, reason = report.conclude({"evidence": {}, "diagnosis": {"category": "oom-killed"}})
     assert phase == "Diagnosed" and "oom-killed" in reason
+    assert report.conclude({"phase": "Resolved", "reason": "healed"}) == ("Resolved", "healed")
+    failed_twice = {
+        "mode": "propose",
+        "attempts": [{"verification": {"details": ["candidate unhealthy: x"]}}] * 2,
+        "verification": {"passed": False},
+    }
+    phase, reason = report.conclude(failed_twice)
+    assert phase == "Escalated" and "2 candidate fix(es) failed" in reason
 
 
 async def test_run_records_diagnosis_and_timeline() -> None:

@@ -1,0 +1,135 @@
+"""Node ``gate``: policy decides auto, ask or refuse; asking is a LangGraph ``interrupt()`` answered by a human.
+
+The node runs again from its first line when the approval resumes it, so what it
+does before ``interrupt()`` is idempotent: the AwaitingApproval status is written
+only if the Incident does not show it yet.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from aegis import models, policy
+from graph import context, recording, state
+
+
+async def _history(deps: context.Deps, incident: models.Incident) -> tuple[datetime.datetime | None, int]:
+    """When a fix was last applied to this target, and how many fixes were applied in the last hour."""
+    now = deps.clock()
+    last: datetime.datetime | None = None
+    recent = 0
+    for obj in await deps.incidents.list():
+        applied_at = ((obj.get("status") or {}).get("outcome") or {}).get("appliedAt")
+        if not applied_at:
+            continue
+        at = datetime.datetime.fromisoformat(applied_at.replace("Z", "+00:00"))
+        if now - at < datetime.timedelta(hours=1):
+            recent += 1
+        same = ((obj.get("spec") or {}).get("target") or {}) == incident.target.dump()
+        if same and (last is None or at > last):
+            last = at
+    return last, recent
+
+
+async def _unchanged(deps: context.Deps, incident: models.Incident, verified: dict[str, Any]) -> bool:
+    live = await deps.cluster.get(incident.target.kind, incident.namespace, incident.target.name)
+    meta = (live or {}).get("metadata") or {}
+    return (
+        bool(live) and meta.get("uid") == verified.get("uid") and meta.get("generation") == verified.get("generation")
+    )
+
+
+async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> dict[str, Any]:
+    deps = runtime.context
+    incident = models.Incident.model_validate(current["incident"])
+    plan = models.Plan.model_validate(current["chosen"])
+    verification = models.Verification.model_validate(current["verification"])
+    diagnosis = models.Diagnosis.model_validate(current["diagnosis"])
+    unchanged = await _unchanged(deps, incident, current.get("verified") or {})
+    if not unchanged:
+        line = await recording.record(deps, current, "gate", "the target changed since verification: verifying again")
+        return {"reverify": True, "plans": [current["chosen"], *current.get("plans", [])], "timeline": [line]}
+    last_apply, recent = await _history(deps, incident)
+    facts = policy.Facts(
+        namespace=incident.namespace,
+        actions=tuple(plan.actions),
+        confidence=diagnosis.confidence,
+        baseline_reproduced=verification.baseline_reproduced,
+        candidate_passed=verification.passed,
+        target_unchanged=True,
+        now=deps.clock(),
+        last_apply_on_target=last_apply,
+        applies_last_hour=recent,
+    )
+    judgement = policy.judge(deps.policy, facts)
+    now = deps.clock()
+    if judgement.verdict in ("refuse", "observe"):
+        decision = models.Decision(
+            verdict=judgement.verdict, outcome="not-applicable", by="policy", reason=judgement.reason, at=now
+        )
+        line = await recording.record(deps, current, "gate", f"refused: {judgement.reason}", decision=decision.dump())
+        return {
+            "decision": decision.dump(),
+            "reverify": False,
+            "phase": "Escalated",
+            "reason": judgement.reason,
+            "timeline": [line],
+        }
+    if judgement.verdict == "auto":
+        decision = models.Decision(verdict="auto", outcome="approved", by="policy", reason=judgement.reason, at=now)
+        line = await recording.record(
+            deps, current, "gate", f"approved by policy: {judgement.reason}", decision=decision.dump()
+        )
+        return {"decision": decision.dump(), "reverify": False, "timeline": [line]}
+
+    pending = models.Decision(verdict="ask", outcome="pending", reason=judgement.reason, at=now)
+    shown = await deps.incidents.get(incident.namespace, incident.name)
+    if ((shown or {}).get("status") or {}).get("phase") != "AwaitingApproval":
+        approve = f"aegis approve {incident.name} -n {incident.namespace}"
+        await recording.record(
+            deps,
+            current,
+            "gate",
+            f"waiting for approval ({judgement.reason}): {approve}",
+            phase="AwaitingApproval",
+            decision=pending.dump(),
+        )
+    answer = interrupt(
+        {"incident": f"{incident.namespace}/{incident.name}", "plan": plan.dump(), "reason": judgement.reason}
+    )
+    approved = str((answer or {}).get("decision")) == "Approved"
+    decision = models.Decision(
+        verdict="ask",
+        outcome="approved" if approved else "rejected",
+        by=(answer or {}).get("by") or "unverified",
+        identityVerified=bool((answer or {}).get("verified")),
+        reason=str((answer or {}).get("reason") or ""),
+        at=deps.clock(),
+    )
+    who = f"{decision.by}{'' if decision.identity_verified else ' (identity unverified)'}"
+    message = f"{'approved' if approved else 'rejected'} by {who}" + (f": {decision.reason}" if decision.reason else "")
+    if approved and not await _unchanged(deps, incident, current.get("verified") or {}):
+        # The approval was for the object as verified: the next verification needs a new one.
+        await deps.incidents.update_spec(
+            incident.namespace, incident.name, lambda _: {"approval": {"decision": "Pending", "reason": ""}}
+        )
+        line = await recording.record(
+            deps,
+            current,
+            "gate",
+            message + "; the target changed meanwhile: verifying again",
+            decision=decision.dump(),
+            phase="Verifying",
+        )
+        return {"reverify": True, "plans": [current["chosen"], *current.get("plans", [])], "timeline": [line]}
+    status: dict[str, Any] = {"decision": decision.dump()}
+    update: dict[str, Any] = {"decision": decision.dump(), "reverify": False}
+    if not approved:
+        status["phase"] = "Rejected"
+        update |= {"phase": "Rejected", "reason": f"the fix was rejected by {who}"}
+    line = await recording.record(deps, current, "gate", message, **status)
+    return {**update, "timeline": [line]}

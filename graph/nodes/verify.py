@@ -1,0 +1,64 @@
+"""Node ``verify``: run the best untried plan in the shadow namespaces (baseline must fail, candidate must heal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from aegis import actions, models
+from graph import context, recording, state, targets
+
+
+async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> dict[str, Any]:
+    deps = runtime.context
+    incident = models.Incident.model_validate(current["incident"])
+    evidence = models.Evidence.model_validate(current["evidence"])
+    plan = models.Plan.model_validate(current["plans"][0])
+    objects, _, ctx = await targets.live_objects(deps, incident, evidence)
+    target_key = f"{incident.target.kind}/{incident.target.name}"
+    live_target = objects.get(target_key)
+    if live_target is None:
+        verification = models.Verification(passed=False, details=[f"{incident.target} no longer exists"])
+    else:
+        try:
+            results = [actions.render(a, objects[f"{a.target.kind}/{a.target.name}"], ctx) for a in plan.actions]
+        except (actions.ActionError, KeyError) as exc:
+            results = []
+            verification = models.Verification(passed=False, details=[f"the plan no longer fits the target: {exc}"])
+        if results:
+            copies = dict(objects)
+            if incident.target.kind == "Service":
+                selector = next(
+                    (a.params.get("selector") for a in plan.actions if a.params.get("selector")),
+                    (live_target.get("spec") or {}).get("selector") or {},
+                )
+                copies.update(await targets.backends(deps, incident.namespace, selector))
+            verification = await deps.verifier.verify(
+                incident, plan, results, copies, len(current.get("attempts", [])) + 1, deps.clock()
+            )
+    verdict = "passed" if verification.passed else "failed"
+    message = f"plan #{plan.rank} ({', '.join(a.kind for a in plan.actions)}) {verdict} in the shadow: " + "; ".join(
+        verification.details[-2:]
+    )
+    status: dict[str, Any] = {"verification": verification.dump()}
+    if verification.passed:
+        status["plan"] = {
+            "chosen": plan.dump(),
+            "candidates": current["plans"][1:],
+            "dropped": current.get("dropped", []),
+        }
+    line = await recording.record(deps, current, "verify", message, **status)
+    update: dict[str, Any] = {
+        "verification": verification.dump(),
+        "attempts": [{"plan": plan.dump(), "verification": verification.dump()}],
+        "plans": current["plans"][1:],
+        "timeline": [line],
+    }
+    if verification.passed and live_target is not None:
+        update["chosen"] = plan.dump()
+        update["verified"] = {
+            "uid": live_target["metadata"].get("uid"),
+            "generation": live_target["metadata"].get("generation"),
+        }
+    return update
