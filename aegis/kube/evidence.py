@@ -362,7 +362,7 @@ class EvidenceGatherer:
         evidence.events = [summarize_event(e) for e in relevant[-self.settings.evidence_max_events :]]
 
         if self.settings.evidence_log_lines:
-            evidence.logs = await self._crash_logs(evidence.pods, ns, attempt)
+            evidence.logs = await self._crash_logs(evidence.pods, ns)
         return evidence
 
     async def _claim(self, name: str, pvc: dict[str, Any] | None, attempt: Any) -> models.ClaimSummary:
@@ -384,7 +384,7 @@ class EvidenceGatherer:
             size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
         )
 
-    async def _crash_logs(self, pods: list[models.PodSummary], ns: str, attempt: Any) -> dict[str, list[str]]:
+    async def _crash_logs(self, pods: list[models.PodSummary], ns: str) -> dict[str, list[str]]:
         """Last lines of containers that crashed or exited (at most three containers)."""
         logs: dict[str, list[str]] = {}
         for pod in pods:
@@ -395,13 +395,22 @@ class EvidenceGatherer:
                 exited = container.state == "terminated"
                 if not (crashed or exited):
                     continue
-                lines = await attempt(
-                    f"log of {pod.name}/{container.name}",
-                    self.cluster.pod_log(
-                        ns, pod.name, container.name, tail_lines=self.settings.evidence_log_lines, previous=not exited
-                    ),
-                    [],
-                )
+                # The crashed instance's last words are in "previous" while a new instance runs, and in the
+                # current log while the container sits terminated or in back-off: read both, never fail on either.
+                lines: list[str] = []
+                for previous in (True, False) if not exited else (False,):
+                    try:
+                        found = await self.cluster.pod_log(
+                            ns,
+                            pod.name,
+                            container.name,
+                            tail_lines=self.settings.evidence_log_lines,
+                            previous=previous,
+                        )
+                    except client.ClusterError:
+                        continue
+                    lines += [line for line in found if line not in lines]
+                lines = lines[-self.settings.evidence_log_lines :]
                 if lines:
                     logs[f"{pod.name}/{container.name}"] = redact.lines(lines)
         return logs

@@ -19,7 +19,7 @@ SCENARIOS = sorted(p for p in (ROOT / "examples" / "incidents").iterdir() if (p 
 
 def demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aegis.cli", "demo", "--json", *args],
+        [sys.executable, "-m", "aegis.cli", "demo", "--json", "--approve", "auto", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -42,17 +42,23 @@ def test_scenario_meets_its_expectations(scenario: pathlib.Path) -> None:
     assert report["diagnosis"]["category"] == expected["category"], report["diagnosis"]
     assert report["diagnosis"]["source"] == "rules" and report["diagnosis"]["confidence"] >= 0.7
     assert report["extra_incidents"] == [], "one problem, one incident"
-    # The stages that exist so far: remediation (propose, verify, gate, apply) is not built yet,
-    # so every incident ends Diagnosed (observe mode) and nothing is applied.
-    assert report["phase"] == "Diagnosed"
-    assert report["applied"] is False and report["actions"] == []
-    assert {"detect", "intake", "gather", "diagnose", "total"} <= set(report["timings"])
     assert report["llm_calls"] == 0
+    assert {"detect", "intake", "gather", "diagnose", "total"} <= set(report["timings"])
+    if expected["outcome"] == "heal":
+        assert report["phase"] == "Resolved", report["reason"]
+        assert report["verification"]["baselineReproduced"] is True, report["verification"]
+        assert report["verification"]["candidateHealthy"] is True
+        assert report["decision"] == "approved" and report["applied"] is True and report["healed"] is True
+        assert report["actions"][0]["kind"] in expected["actions"]
+        assert {"propose", "verify", "gate", "apply", "confirm"} <= set(report["timings"])
+    else:
+        assert report["phase"] == "Escalated" and report["reason"], report
+        assert report["applied"] is False and report["actions"] == []
 
 
 def test_demo_runs_every_scenario_and_summarises() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "aegis.cli", "demo"],
+        [sys.executable, "-m", "aegis.cli", "demo", "--approve", "auto"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -83,3 +89,20 @@ def test_a_scenario_outside_the_repo_and_a_failing_expectation(tmp_path: pathlib
     assert report["diagnosis"]["category"] == "image-pull"
     assert report["checks"]["category"] is False and report["met"] is False
     assert proc.returncode == 1
+
+
+def test_denied_fixes_end_rejected_and_change_nothing(tmp_path: pathlib.Path) -> None:
+    scenario = ROOT / "examples/incidents/bad-image-tag"
+    proc = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "demo", "--json", "--approve", "deny", "--incident", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    report = json.loads(proc.stdout.strip().splitlines()[0])
+    assert report["phase"] == "Rejected", report
+    assert report["decision"] == "rejected" and report["applied"] is False
+    assert report["verification"]["passed"] is True  # it was verified, then a human said no
+    assert report["checks"]["outcome"] is False and proc.returncode == 1

@@ -116,6 +116,9 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "AEGIS_STATE_DB": str(workdir / "state.sqlite"),
+            # These tests drive intake and diagnosis against the bare API (no controllers run here, so nothing
+            # could roll out in a shadow namespace); remediation is tested end to end in tests/e2e.
+            "AEGIS_MODE": "observe",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
