@@ -262,39 +262,43 @@ class ShadowVerifier:
     async def _observe(
         self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool, limit: float | None = None
     ) -> Health:
-        """Judge health by the fixed rules until it is settled either way or the time is up."""
+        """Judge health by the fixed rules until it is settled either way or the time is up.
+
+        Healthy means: every rule holds, continuously, for the stability window, with no restart and no new
+        Warning event during it. A baseline (expected to fail) is settled as soon as it has been unhealthy —
+        including restarts and new warnings, as with a liveness probe that kills and restarts — for a
+        window's worth of observations.
+        """
+        window = max(self.settings.shadow_stability_seconds, 1.0)
         deadline = asyncio.get_running_loop().time() + (limit or self.settings.shadow_timeout_seconds)
         stable_since: float | None = None
-        restarts_at_start: int | None = None
-        warnings_at_start: int | None = None
+        bad_time = 0.0
+        previous: tuple[int, int] | None = None
+        previous_at: float | None = None
         last = Health(False, ("not observed yet",))
-        failing_since: float | None = None
         while True:
             health, restarts, warnings = await self._health(ns, objects)
             now = asyncio.get_running_loop().time()
-            if not expect_healthy and not health.healthy:
-                # The baseline is expected to fail: a failure that persists for the window is reproduced.
-                failing_since = failing_since if failing_since is not None else now
-                if now - failing_since >= max(self.settings.shadow_stability_seconds, 1.0):
-                    return health
-            else:
-                failing_since = None
+            if previous is not None and health.healthy:
+                if restarts != previous[0]:
+                    health = Health(False, ("containers restarted",))
+                elif warnings != previous[1]:
+                    health = Health(False, ("new Warning events",))
             if health.healthy:
-                if stable_since is None:
-                    stable_since, restarts_at_start, warnings_at_start = now, restarts, warnings
-                elif restarts != restarts_at_start:
-                    health = Health(False, ("containers restarted during the stability window",))
-                    stable_since = None
-                elif warnings != warnings_at_start:
-                    health = Health(False, ("new Warning events during the stability window",))
-                    stable_since = None
-                elif now - stable_since >= self.settings.shadow_stability_seconds:
+                stable_since = now if stable_since is None else stable_since
+                if now - stable_since >= window:
                     return health
             else:
                 stable_since = None
-            last = health
+                if previous_at is not None:
+                    bad_time += now - previous_at
+                if not expect_healthy and bad_time >= window:
+                    return health
+            previous, previous_at, last = (restarts, warnings), now, health
             if now >= deadline:
-                return last if not last.healthy else Health(False, ("not stable long enough before the deadline",))
+                if last.healthy:  # healthy at the end, but not for a whole window
+                    return Health(False, ("not stable long enough before the deadline",))
+                return last
             await asyncio.sleep(0.5)
 
     async def _health(self, ns: str, objects: dict[str, dict[str, Any]]) -> tuple[Health, int, int]:
@@ -327,8 +331,14 @@ class ShadowVerifier:
                 live = await self.cluster.get(kind, ns, name)
                 if ((live or {}).get("status") or {}).get("phase") != "Bound":
                     reasons.append(f"claim {name} is not bound")
+        # Warnings about these objects and their pods only (the real namespace may hold other workloads).
+        names = tuple(obj["metadata"]["name"] for obj in objects.values())
         events = await self.cluster.list("Event", ns)
-        warnings = sum(int(e.get("count") or 1) for e in events if e.get("type") == "Warning")
+        warnings = sum(
+            int(e.get("count") or 1)
+            for e in events
+            if e.get("type") == "Warning" and str((e.get("involvedObject") or {}).get("name", "")).startswith(names)
+        )
         return Health(not reasons, tuple(dict.fromkeys(reasons))), restarts, warnings
 
 

@@ -91,7 +91,7 @@ def test_restart_resumes_an_unfinished_workflow_where_it_stopped(
     state_db = tmp_path / "state.sqlite"
 
     async def run_until_after_gather() -> None:
-        settings = config.load_settings(state_db=state_db)
+        settings = config.load_settings(state_db=state_db, mode="observe")
         async with runtime.open_runtime(settings, api_client=api) as rt:
             finding = k8sgpt.parse_result(factories.result(NS, pod_a["metadata"]["name"], [PULL_TEXT]))
             target, chain, _ = await k8sgpt.resolve_target(finding, rt.cluster)
