@@ -77,6 +77,9 @@ class Settings(pydantic_settings.BaseSettings):
     confirm_timeout_seconds: float = pydantic.Field(
         default=300.0, gt=0, le=3600, description="How long an applied fix has to heal the workload."
     )
+    confirm_stability_seconds: float = pydantic.Field(
+        default=60.0, ge=0, le=3600, description="How long production must stay healthy (longer than the shadow)."
+    )
     cooldown_seconds: float = pydantic.Field(default=600.0, ge=0)
     max_applies_per_hour: int = pydantic.Field(default=10, ge=0)
 

@@ -44,6 +44,17 @@ class Health:
     reasons: tuple[str, ...]
 
 
+def expired(namespace: dict[str, Any], now: datetime.datetime) -> bool:
+    """Whether a shadow namespace is past its expiry label (unlabelled or unreadable: expired)."""
+    labels = (namespace.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_SHADOW) != "true":
+        return False
+    try:
+        return now.timestamp() >= int(labels.get(LABEL_EXPIRES, "0"))
+    except ValueError:
+        return True
+
+
 def namespace_names(incident: models.Incident, attempt: int) -> tuple[str, str]:
     digest = hashlib.sha256(f"{incident.namespace}/{incident.name}/{incident.uid}".encode()).hexdigest()[:8]
     base = f"aegis-shadow-{digest}-{attempt}"
@@ -254,13 +265,25 @@ class ShadowVerifier:
         )
 
     async def observe(
-        self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool, limit: float | None = None
+        self,
+        ns: str,
+        objects: dict[str, dict[str, Any]],
+        *,
+        expect_healthy: bool,
+        limit: float | None = None,
+        window: float | None = None,
     ) -> Health:
         """Public: the same fixed health rules, used on the real workload after an apply."""
-        return await self._observe(ns, objects, expect_healthy=expect_healthy, limit=limit)
+        return await self._observe(ns, objects, expect_healthy=expect_healthy, limit=limit, window=window)
 
     async def _observe(
-        self, ns: str, objects: dict[str, dict[str, Any]], *, expect_healthy: bool, limit: float | None = None
+        self,
+        ns: str,
+        objects: dict[str, dict[str, Any]],
+        *,
+        expect_healthy: bool,
+        limit: float | None = None,
+        window: float | None = None,
     ) -> Health:
         """Judge health by the fixed rules until it is settled either way or the time is up.
 
@@ -269,7 +292,7 @@ class ShadowVerifier:
         including restarts and new warnings, as with a liveness probe that kills and restarts — for a
         window's worth of observations.
         """
-        window = max(self.settings.shadow_stability_seconds, 1.0)
+        window = max(self.settings.shadow_stability_seconds if window is None else window, 1.0)
         deadline = asyncio.get_running_loop().time() + (limit or self.settings.shadow_timeout_seconds)
         stable_since: float | None = None
         bad_time = 0.0

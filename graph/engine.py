@@ -166,7 +166,7 @@ class Engine:
                 if new_symptoms and incidents.phase_of(current) not in models.TERMINAL_PHASES:
                     note = f"also reported by {finding.kind} {source.object}: {'; '.join(texts)}"
                     await self.store.note(
-                        known.namespace, known.name, models.TimelineEntry(at=now, stage="intake", message=note)
+                        known.namespace, known.name, models.TimelineEntry(at=now, stage="k8sgpt", message=note)
                     )
                 await self._ensure_running(current)
                 return IntakeResult("joined", f"{finding.kind} {source.object} joins incident {known.name}", ref)
@@ -219,7 +219,7 @@ class Engine:
                 message = f"K8sGPT no longer reports Result {key}" + (
                     "; no active K8sGPT report remains" if not remaining else f"; {remaining} report(s) remain"
                 )
-                entry = models.TimelineEntry(at=self.deps.clock(), stage="intake", message=message)
+                entry = models.TimelineEntry(at=self.deps.clock(), stage="k8sgpt", message=message)
                 await self.store.note(known.namespace, known.name, entry)
                 touched.append(f"{known.namespace}/{known.name}")
         except Exception as exc:

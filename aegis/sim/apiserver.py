@@ -185,7 +185,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
 
     store: Store = attrs.field(factory=Store)
     logs: dict[tuple[str, str, str], dict[str, list[str]]] = attrs.field(factory=dict)
-    faults: list[Any] = attrs.field(factory=list)  # callables(method, route) -> ApiError | None, for tests
+    faults: list[Any] = attrs.field(factory=list)  # callables(method, route, query) -> ApiError | None, for tests
     _background: set[asyncio.Task[Any]] = attrs.field(factory=set)
     _closing: bool = False
 
@@ -204,7 +204,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
         try:
             resource = self._resource(route)
             for fault in self.faults:
-                error = fault(raw_request.method, route)
+                error = fault(raw_request.method, route, dict(raw_request.query))
                 if error is not None:
                     raise error
             return await self._dispatch(raw_request, route, resource)

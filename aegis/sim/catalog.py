@@ -41,6 +41,7 @@ class Image:
     listens: tuple[Listener, ...] = ()
     memory: int = 1 << 20
     memory_from_args: str | None = None
+    memory_growth: int = 0  # bytes per second the program leaks (0: none)
     startup: float = 0.5
     shell: bool = False
     requires_env: tuple[EnvRequirement, ...] = ()
@@ -99,6 +100,7 @@ def _image(repository: str, raw: dict[str, Any]) -> Image:
         ),
         memory=int(quantity.parse(raw.get("memory", "1Mi"))),
         memory_from_args=raw.get("memory_from_args"),
+        memory_growth=int(quantity.parse(raw.get("memory_growth", "0"))),
         startup=float(raw.get("startup", 0.5)),
         shell=bool(raw.get("shell", False)),
         requires_env=tuple(

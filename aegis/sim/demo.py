@@ -238,6 +238,8 @@ def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds spent in each workflow stage, from the Incident's timeline."""
     stamps = []
     for line in timeline:
+        if line.get("stage") == "k8sgpt":
+            continue  # notes about K8sGPT's reports, written beside the workflow: not a stage of it
         with contextlib.suppress(KeyError, ValueError):
             stamps.append((line["stage"], datetime.datetime.fromisoformat(line["at"].replace("Z", "+00:00"))))
     out: dict[str, float] = {}
@@ -349,7 +351,8 @@ def run(
         max_concurrent_incidents=8,
         shadow_stability_seconds=30 / speed,
         shadow_timeout_seconds=max(240 / speed, 15),
-        confirm_timeout_seconds=max(300 / speed, 20),
+        confirm_timeout_seconds=max(600 / speed, 30),
+        confirm_stability_seconds=60 / speed,
     )
     logging.basicConfig(
         filename=work / "operator.log",

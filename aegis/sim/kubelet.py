@@ -376,6 +376,11 @@ class Kubelet:
         if limit is not None and memory > quantity.parse(limit):
             duration, exit_code, reason = min(duration, 1.0), 137, "OOMKilled"
             logs = logs[:1]
+        elif limit is not None and entry is not None and entry.memory_growth:
+            # A leak: killed when the working set grows past the limit.
+            reach = float(quantity.parse(limit) - memory) / entry.memory_growth
+            if reach < duration:
+                duration, exit_code, reason = reach, 137, "OOMKilled"
         if rt.last_terminated is not None:
             rt.restarts += 1
         rt.run = Run(

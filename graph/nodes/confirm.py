@@ -26,7 +26,13 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         live = await deps.cluster.get(kind, ns, name)
         if live is not None:
             objects[key] = live
-    health = await deps.verifier.observe(ns, objects, expect_healthy=True, limit=deps.settings.confirm_timeout_seconds)
+    health = await deps.verifier.observe(
+        ns,
+        objects,
+        expect_healthy=True,
+        limit=deps.settings.confirm_timeout_seconds,
+        window=deps.settings.confirm_stability_seconds,
+    )
     applied_at = next((r.at for r in results if r.at), deps.clock())
     if health.healthy:
         outcome = models.Outcome(phase="Resolved", reason="the fix healed the workload", applied=True, healed=True)

@@ -106,3 +106,13 @@ def test_denied_fixes_end_rejected_and_change_nothing(tmp_path: pathlib.Path) ->
     assert report["decision"] == "rejected" and report["applied"] is False
     assert report["verification"]["passed"] is True  # it was verified, then a human said no
     assert report["checks"]["outcome"] is False and proc.returncode == 1
+
+
+def test_a_fix_that_passes_the_shadow_but_not_production_is_rolled_back() -> None:
+    """The leaky worker's doubled limit survives the shadow window, then leaks past it in production."""
+    proc = demo("--incident", str(ROOT / "tests/e2e/scenarios/leaky-worker"), "--timeout", "180")
+    report = json.loads(proc.stdout.strip().splitlines()[0])
+    assert report["verification"]["passed"] is True, report["verification"]
+    assert report["phase"] == "RolledBack", report
+    assert report["applied"] is True and report["healed"] is False
+    assert "pre-image was restored" in report["reason"]

@@ -138,7 +138,7 @@ def test_an_api_outage_during_intake_is_retried(kube: Kube, operator: Operator, 
     _, pod_a, _ = arrange_broken_frontend(kube)
     failures = {"left": 2}  # the first attempt and the retry after 5 s fail; the one after 15 s more works
 
-    def flaky_pod_reads(method: str, route: apiserver.Route) -> apiserver.ApiError | None:
+    def flaky_pod_reads(method: str, route: apiserver.Route, query: dict) -> apiserver.ApiError | None:
         if method == "GET" and route.plural == "pods" and route.name and failures["left"] > 0:
             failures["left"] -= 1
             return apiserver.ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")

@@ -52,3 +52,14 @@ def test_policy_table(rules: policy.Policy, change: dict, verdict: str, reason: 
     judgement = policy.judge(rules, dataclasses.replace(GOOD, **change))
     assert judgement.verdict == verdict
     assert reason in judgement.reason
+
+
+def test_shadow_namespaces_expire_by_their_label() -> None:
+    from aegis import shadow
+
+    labelled = {"metadata": {"labels": {shadow.LABEL_SHADOW: "true", shadow.LABEL_EXPIRES: str(int(NOW.timestamp()))}}}
+    assert shadow.expired(labelled, NOW) is True
+    assert shadow.expired(labelled, NOW - datetime.timedelta(seconds=1)) is False
+    assert shadow.expired({"metadata": {"labels": {}}}, NOW) is False  # not ours: never touched
+    broken = {"metadata": {"labels": {shadow.LABEL_SHADOW: "true", shadow.LABEL_EXPIRES: "soon"}}}
+    assert shadow.expired(broken, NOW) is True
