@@ -251,7 +251,18 @@ def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:
 async def _answer(api: client.SimClient, incident: dict[str, Any], approve: Approve, console: Console) -> None:
     name = incident["metadata"]["name"]
     if approve == "ask":
-        question = f"Approve the fix for {incident['metadata']['namespace']}/{name}? [y/N] "
+        status = incident.get("status") or {}
+        plan = (status.get("plan") or {}).get("chosen") or {}
+        verification = status.get("verification") or {}
+        console.print(
+            f"\n[bold]{incident['metadata']['namespace']}/{name}[/bold]: "
+            f"{(status.get('diagnosis') or {}).get('summary', '')}"
+        )
+        for action in plan.get("actions") or []:
+            console.print(f"  fix: {action.get('kind')} {action.get('params') or ''} — {action.get('rationale', '')}")
+        for line in (verification.get("details") or [])[-2:]:
+            console.print(f"  shadow: {line}")
+        question = f"Approve the fix for {incident['metadata']['namespace']}/{name}? \\[y/N] "
         answer = await asyncio.get_running_loop().run_in_executor(None, lambda: console.input(question))
         decision = "Approved" if answer.strip().lower() in ("y", "yes") else "Rejected"
     else:
@@ -378,7 +389,7 @@ def run(
                         approve=approve,
                         limit=timeout,
                         console=console,
-                        live=not as_json and console.is_terminal,
+                        live=not as_json and console.is_terminal and approve != "ask",  # prompts need a still screen
                     )
                 )
             finally:
