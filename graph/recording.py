@@ -2,7 +2,9 @@
 
 Every node records through ``record``: one status write with the given fields and
 the node's timeline line appended to what the Incident already shows (lines the
-engine added meanwhile, such as "K8sGPT no longer reports ...", are kept).
+engine added meanwhile, such as "K8sGPT no longer reports ...", are kept). The
+remediation stages also post the line as a Kubernetes Event on the target, so
+``kubectl describe`` on the workload tells what AEGIS did to it.
 """
 
 from __future__ import annotations
@@ -20,4 +22,21 @@ async def record(
     line = models.TimelineEntry(at=deps.clock(), stage=stage, message=message)
     incident = current["incident"]
     await deps.incidents.set_status(incident["namespace"], incident["name"], status, [line])
+    if stage in EVENT_STAGES and deps.cluster is not None:
+        target = incident["target"]
+        involved = {
+            "apiVersion": target.get("apiVersion"),
+            "kind": target["kind"],
+            "metadata": {"name": target["name"], "namespace": target["namespace"], "uid": target.get("uid")},
+        }
+        failed = stage == "rollback" or status.get("phase") in ("Escalated", "Failed", "Rejected")
+        await deps.cluster.event(
+            involved,
+            "Warning" if failed else "Normal",
+            f"Aegis{stage.capitalize()}",
+            f"incident {incident['name']}: {message}",
+        )
     return line.dump()
+
+
+EVENT_STAGES = frozenset({"verify", "gate", "apply", "confirm", "rollback", "report"})

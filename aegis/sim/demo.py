@@ -58,6 +58,9 @@ class Report:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     llm_calls: int = 0
     extra_incidents: list[str] = dataclasses.field(default_factory=list)
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    spec_at_detection: str | None = None
+    workload_changed: bool | None = None
     error: str | None = None
 
     def checks(self) -> dict[str, Any]:
@@ -114,6 +117,8 @@ class Report:
             "checks": self.checks(),
             "met": self.met,
             "extra_incidents": self.extra_incidents,
+            "attempts": self.attempts,
+            "workload_changed": self.workload_changed,
             "error": self.error,
         }
 
@@ -209,6 +214,7 @@ async def _observe(
             if not report.detected:
                 report.detected = True
                 report.timings["detect"] = round(time.monotonic() - started, 2)
+                report.spec_at_detection = await _target_spec(api, incident)
             report.incident = incident["metadata"]["name"]
             report.phase = status.get("phase")
             report.reason = status.get("reason", "")
@@ -226,12 +232,21 @@ async def _observe(
                 and (incident["spec"].get("approval") or {}).get("decision", "Pending") == "Pending"
             ):
                 await _answer(api, incident, approve, console)
+            report.attempts = list(status.get("attempts") or [])
             if report.phase in TERMINAL:
+                report.workload_changed = (await _target_spec(api, incident)) != report.spec_at_detection
                 report.timings.update(_stage_timings(status.get("timeline") or []))
                 report.timings["total"] = round(time.monotonic() - started, 2)
                 return
         await asyncio.sleep(0.25)
     report.error = f"no final phase within {limit:.0f}s (stage: {report.stage})"
+
+
+async def _target_spec(api: client.SimClient, incident: dict[str, Any]) -> str | None:
+    """The target's spec, to tell whether AEGIS changed the workload (a rejected fix must change nothing)."""
+    target = incident["spec"]["target"]
+    obj = await api.get(target["kind"], target["namespace"], target["name"])
+    return json.dumps((obj or {}).get("spec"), sort_keys=True) if obj else None
 
 
 def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:

@@ -71,14 +71,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
                 f"the server-side dry-run refused {result.action.kind}: {exc}",
                 results=[*done, failed],
             )
-        applied = await shadow.apply_to(deps.cluster, ns, marked)
+        await shadow.apply_to(deps.cluster, ns, marked)
         done.append(result.model_copy(update={"applied": True, "dry_run": "passed", "at": deps.clock()}))
-        await deps.cluster.event(
-            applied or target,
-            "Normal",
-            "AegisApplied",
-            f"{result.action.kind} applied by AEGIS for incident {incident.name}",
-        )
     message = (
         "applied "
         + ", ".join(f"{r.action.kind} on {r.action.target}" for r in done)

@@ -40,13 +40,6 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         line = await recording.record(
             deps, current, "confirm", message, outcome={**outcome.dump(), "appliedAt": applied_at.isoformat()}
         )
-        await deps.cluster.event(
-            objects.get(f"{incident.target.kind}/{incident.target.name}")
-            or {"metadata": {"name": incident.target.name, "namespace": ns}, "kind": incident.target.kind},
-            "Normal",
-            "AegisResolved",
-            f"incident {incident.name} resolved",
-        )
         return {"outcome": outcome.dump(), "phase": "Resolved", "reason": outcome.reason, "timeline": [line]}
 
     problems = "; ".join(health.reasons)

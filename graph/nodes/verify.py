@@ -41,7 +41,18 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     message = f"plan #{plan.rank} ({', '.join(a.kind for a in plan.actions)}) {verdict} in the shadow: " + "; ".join(
         verification.details[-2:]
     )
-    status: dict[str, Any] = {"verification": verification.dump()}
+    tried = [*current.get("attempts", []), {"plan": plan.dump(), "verification": verification.dump()}]
+    status: dict[str, Any] = {
+        "verification": verification.dump(),
+        "attempts": [
+            {
+                "rank": a["plan"]["rank"],
+                "actions": [x["kind"] for x in a["plan"]["actions"]],
+                "passed": a["verification"]["passed"],
+            }
+            for a in tried
+        ],
+    }
     if verification.passed:
         status["plan"] = {
             "chosen": plan.dump(),

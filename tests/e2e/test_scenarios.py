@@ -91,21 +91,37 @@ def test_a_scenario_outside_the_repo_and_a_failing_expectation(tmp_path: pathlib
     assert proc.returncode == 1
 
 
-def test_denied_fixes_end_rejected_and_change_nothing(tmp_path: pathlib.Path) -> None:
-    scenario = ROOT / "examples/incidents/bad-image-tag"
+def test_denied_fixes_end_rejected_and_change_nothing() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "aegis.cli", "demo", "--json", "--approve", "deny", "--incident", str(scenario)],
+        [sys.executable, "-m", "aegis.cli", "demo", "--json", "--approve", "deny"],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
     )
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert len(reports) == len(SCENARIOS)
+    for report in reports:
+        if report["expected"]["outcome"] == "heal":
+            assert report["phase"] == "Rejected", report
+            assert report["verification"]["passed"] is True  # verified, then a human said no
+            assert report["decision"] == "rejected" and report["applied"] is False
+        else:
+            assert report["phase"] == "Escalated", report
+        assert report["workload_changed"] is False, f"{report['scenario']}: the workload was changed"
+    assert proc.returncode == 1  # heal scenarios did not heal
+
+
+def test_a_failing_candidate_makes_room_for_the_next() -> None:
+    """Doubling a 100Mi limit is not enough for a 300 MB worker: that plan fails in the shadow, the rollback wins."""
+    proc = demo("--incident", str(ROOT / "examples/incidents/oom-doubling-not-enough"))
     report = json.loads(proc.stdout.strip().splitlines()[0])
-    assert report["phase"] == "Rejected", report
-    assert report["decision"] == "rejected" and report["applied"] is False
-    assert report["verification"]["passed"] is True  # it was verified, then a human said no
-    assert report["checks"]["outcome"] is False and proc.returncode == 1
+    assert report["attempts"] == [
+        {"rank": 1, "actions": ["set-resources"], "passed": False},
+        {"rank": 2, "actions": ["rollback"], "passed": True},
+    ]
+    assert report["phase"] == "Resolved" and [a["kind"] for a in report["actions"]] == ["rollback"]
 
 
 def test_a_fix_that_passes_the_shadow_but_not_production_is_rolled_back() -> None:
@@ -116,3 +132,4 @@ def test_a_fix_that_passes_the_shadow_but_not_production_is_rolled_back() -> Non
     assert report["phase"] == "RolledBack", report
     assert report["applied"] is True and report["healed"] is False
     assert "pre-image was restored" in report["reason"]
+    assert report["workload_changed"] is False, "the exact pre-image is back"
