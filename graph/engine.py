@@ -285,6 +285,8 @@ class Engine:
                         return  # finished before (e.g. a duplicate event after a restart)
                     payload: Any = None if snapshot.values else self._initial_state(incident)
                     if snapshot.interrupts:
+                        latest = await self.store.get(incident.namespace, incident.name)
+                        approval = ((latest or {}).get("spec") or {}).get("approval") or approval or {}
                         decision = (approval or {}).get("decision", "Pending")
                         if decision not in ("Approved", "Rejected"):
                             return  # still waiting for a human: the Incident's next change wakes it

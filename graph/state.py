@@ -28,6 +28,7 @@ class IncidentState(TypedDict, total=False):
     mode: str  # the gate's mode for this namespace: observe | propose | auto
     max_candidates: int
     reverify: bool  # the target changed after verification: verify again before anything is applied
+    reverifications: int
     phase: str  # models.Phase
     reason: str
     timeline: Annotated[list[dict[str, Any]], operator.add]  # models.TimelineEntry, appended by nodes

@@ -6,6 +6,8 @@ always rendered against what the cluster holds now).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from aegis import actions, models
@@ -66,13 +68,41 @@ def plan_key(plan: dict[str, Any]) -> str:
     )
 
 
-def mark(result: models.ActionResult, marker: str) -> models.ActionResult:
-    """The same change plus the idempotency marker annotation, in one request."""
+def identity(obj: dict[str, Any] | None) -> dict[str, Any]:
+    """What "the same object as verified" means: its uid and a digest of its spec (Services and claims have no
+    generation; status updates must not count as changes)."""
+    if not obj:
+        return {}
+    spec = json.dumps(obj.get("spec"), sort_keys=True, default=str)
+    return {"uid": (obj.get("metadata") or {}).get("uid"), "spec": hashlib.sha256(spec.encode()).hexdigest()}
+
+
+def patch_digest(results: list[models.ActionResult]) -> str:
+    material = json.dumps([[r.action.kind, r.patch_type, r.patch] for r in results], sort_keys=True, default=str)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def mark(result: models.ActionResult, marker: str, live: dict[str, Any] | None = None) -> models.ActionResult:
+    """The same change plus the idempotency marker annotation (and the live resourceVersion as precondition),
+    in one request."""
     patch = result.patch
+    version = ((live or {}).get("metadata") or {}).get("resourceVersion")
     if result.patch_type in ("strategic", "merge"):
-        patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "annotations": {MARKER: marker}}}
+        meta: dict[str, Any] = {**(patch.get("metadata") or {}), "annotations": {MARKER: marker}}
+        if version:
+            meta["resourceVersion"] = version
+        patch = {**patch, "metadata": meta}
     elif result.patch_type == "json":
-        patch = [*patch, {"op": "add", "path": f"/metadata/annotations/{MARKER.replace('/', '~1')}", "value": marker}]
+        ops: list[dict[str, Any]] = []
+        if version:
+            ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+        if not ((live or {}).get("metadata") or {}).get("annotations"):
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        patch = [
+            *ops,
+            *patch,
+            {"op": "add", "path": f"/metadata/annotations/{MARKER.replace('/', '~1')}", "value": marker},
+        ]
     elif result.patch_type == "recreate":
         patch = {
             **patch,

@@ -14,7 +14,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from aegis import models, policy
-from graph import context, recording, state
+from graph import context, recording, state, targets
+
+MAX_REVERIFY = 3
 
 
 async def _history(deps: context.Deps, incident: models.Incident) -> tuple[datetime.datetime | None, int]:
@@ -37,9 +39,17 @@ async def _history(deps: context.Deps, incident: models.Incident) -> tuple[datet
 
 async def _unchanged(deps: context.Deps, incident: models.Incident, verified: dict[str, Any]) -> bool:
     live = await deps.cluster.get(incident.target.kind, incident.namespace, incident.target.name)
-    meta = (live or {}).get("metadata") or {}
-    return (
-        bool(live) and meta.get("uid") == verified.get("uid") and meta.get("generation") == verified.get("generation")
+    return bool(live) and {k: v for k, v in targets.identity(live).items()} == {
+        k: verified.get(k) for k in ("uid", "spec")
+    }
+
+
+async def _reset_approval(deps: context.Deps, incident: models.Incident) -> None:
+    """An approval is for one verified plan on one state of the target: asking again needs a fresh answer."""
+    await deps.incidents.update_spec(
+        incident.namespace,
+        incident.name,
+        lambda _: {"approval": {"decision": "Pending", "reason": ""}},
     )
 
 
@@ -51,8 +61,18 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     diagnosis = models.Diagnosis.model_validate(current["diagnosis"])
     unchanged = await _unchanged(deps, incident, current.get("verified") or {})
     if not unchanged:
+        if current.get("reverifications", 0) >= MAX_REVERIFY:
+            reason = f"the target kept changing during verification ({MAX_REVERIFY} times); a human must look"
+            line = await recording.record(deps, current, "gate", reason)
+            return {"reverify": False, "phase": "Escalated", "reason": reason, "timeline": [line]}
+        await _reset_approval(deps, incident)
         line = await recording.record(deps, current, "gate", "the target changed since verification: verifying again")
-        return {"reverify": True, "plans": [current["chosen"], *current.get("plans", [])], "timeline": [line]}
+        return {
+            "reverify": True,
+            "reverifications": current.get("reverifications", 0) + 1,
+            "plans": [current["chosen"], *current.get("plans", [])],
+            "timeline": [line],
+        }
     last_apply, recent = await _history(deps, incident)
     facts = policy.Facts(
         namespace=incident.namespace,
@@ -89,6 +109,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     pending = models.Decision(verdict="ask", outcome="pending", reason=judgement.reason, at=now)
     shown = await deps.incidents.get(incident.namespace, incident.name)
     if ((shown or {}).get("status") or {}).get("phase") != "AwaitingApproval":
+        await _reset_approval(deps, incident)  # an answer given before this question is not an answer to it
         approve = f"aegis approve {incident.name} -n {incident.namespace}"
         await recording.record(
             deps,
@@ -114,9 +135,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     message = f"{'approved' if approved else 'rejected'} by {who}" + (f": {decision.reason}" if decision.reason else "")
     if approved and not await _unchanged(deps, incident, current.get("verified") or {}):
         # The approval was for the object as verified: the next verification needs a new one.
-        await deps.incidents.update_spec(
-            incident.namespace, incident.name, lambda _: {"approval": {"decision": "Pending", "reason": ""}}
-        )
+        await _reset_approval(deps, incident)
         line = await recording.record(
             deps,
             current,

@@ -67,9 +67,10 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         "timeline": [line],
     }
     if verification.passed and live_target is not None:
-        update["chosen"] = plan.dump()
-        update["verified"] = {
-            "uid": live_target["metadata"].get("uid"),
-            "generation": live_target["metadata"].get("generation"),
-        }
+        # What was verified: the actions as rendered now (their risk), the exact patches, the object's identity.
+        rendered = [
+            r.action.model_copy(update={"rationale": a.rationale}) for r, a in zip(results, plan.actions, strict=True)
+        ]
+        update["chosen"] = plan.model_copy(update={"actions": rendered}).dump()
+        update["verified"] = {**targets.identity(live_target), "patches": targets.patch_digest(results)}
     return update
