@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import secrets
 from typing import Any
 
 from aegis import config, models
@@ -56,8 +57,9 @@ def expired(namespace: dict[str, Any], now: datetime.datetime) -> bool:
 
 
 def namespace_names(incident: models.Incident, attempt: int) -> tuple[str, str]:
+    """Fresh names per run (a retried run never collides with a namespace that is still terminating)."""
     digest = hashlib.sha256(f"{incident.namespace}/{incident.name}/{incident.uid}".encode()).hexdigest()[:8]
-    base = f"aegis-shadow-{digest}-{attempt}"
+    base = f"aegis-shadow-{digest}-{attempt}-{secrets.token_hex(2)}"
     return f"{base}-b", f"{base}-c"
 
 
@@ -79,9 +81,20 @@ def _clean(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     }
     out.pop("status", None)
     spec = out.get("spec") or {}
-    if out.get("kind") == "Service":
-        for key in ("clusterIP", "clusterIPs", "healthCheckNodePort"):
+    if out.get("kind") == "Service":  # never a real load balancer, node port or external IP
+        for key in (
+            "clusterIP",
+            "clusterIPs",
+            "healthCheckNodePort",
+            "loadBalancerIP",
+            "externalIPs",
+            "loadBalancerSourceRanges",
+            "externalTrafficPolicy",
+            "externalName",
+        ):
             spec.pop(key, None)
+        if spec.get("type") != "ClusterIP":
+            spec["type"] = "ClusterIP"
         for port in spec.get("ports") or []:
             port.pop("nodePort", None)
     if out.get("kind") == "PersistentVolumeClaim":
@@ -144,6 +157,12 @@ class ShadowVerifier:
         """
         baseline_ns, candidate_ns = namespace_names(incident, attempt)
         details: list[str] = []
+        if any(obj.get("kind") == "DaemonSet" for obj in objects.values()):
+            # A copy would run on every real node, with the original's host access: not a safe rehearsal.
+            return models.Verification(
+                passed=False,
+                details=["a DaemonSet cannot be rehearsed safely in a shadow namespace; a human must verify this fix"],
+            )
         try:
             for ns in (baseline_ns, candidate_ns):
                 await self._namespace(ns, incident, now)
@@ -215,7 +234,15 @@ class ShadowVerifier:
             name,
             {
                 "metadata": {"name": "aegis-shadow", "namespace": name},
-                "spec": {"hard": {"pods": "10", "services": "5", "persistentvolumeclaims": "5"}},
+                "spec": {
+                    "hard": {
+                        "pods": "10",
+                        "services": "5",
+                        "services.loadbalancers": "0",
+                        "services.nodeports": "0",
+                        "persistentvolumeclaims": "5",
+                    }
+                },
             },
         )
         if self.settings.shadow_network_isolation:
@@ -300,7 +327,14 @@ class ShadowVerifier:
         previous_at: float | None = None
         last = Health(False, ("not observed yet",))
         while True:
-            health, restarts, warnings = await self._health(ns, objects)
+            try:
+                health, restarts, warnings = await self._health(ns, objects)
+            except client.ClusterError as exc:  # one failed read is no verdict: look again
+                logger.info("health read in %s failed, retrying: %s", ns, exc)
+                if asyncio.get_running_loop().time() >= deadline:
+                    return Health(False, (f"health could not be read: {exc}",))
+                await asyncio.sleep(1.0)
+                continue
             now = asyncio.get_running_loop().time()
             if previous is not None and health.healthy:
                 if restarts != previous[0]:
@@ -325,8 +359,11 @@ class ShadowVerifier:
             await asyncio.sleep(0.5)
 
     async def _health(self, ns: str, objects: dict[str, dict[str, Any]]) -> tuple[Health, int, int]:
+        """(health, container restarts, Warning events) of these objects and the pods they own — not of other
+        workloads that share labels or a name prefix in the same namespace."""
         reasons: list[str] = []
         restarts = 0
+        uids: set[str] = set()
         for obj in objects.values():
             kind, name = obj["kind"], obj["metadata"]["name"]
             if kind in _WORKLOADS:
@@ -336,7 +373,18 @@ class ShadowVerifier:
                     continue
                 reasons += rollout_problems(live)
                 selector = (live.get("spec") or {}).get("selector")
+                owners = {live["metadata"].get("uid")}
+                if kind == "Deployment":
+                    owners |= {
+                        rs["metadata"].get("uid")
+                        for rs in await self.cluster.list("ReplicaSet", ns, selector=selector)
+                        if _owned(rs, owners)
+                    }
+                uids |= owners
                 for pod in await self.cluster.list("Pod", ns, selector=selector):
+                    if not _owned(pod, owners):
+                        continue  # a canary or another app that shares the labels
+                    uids.add(pod["metadata"].get("uid"))
                     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                         restarts += int(cs.get("restartCount") or 0)
                         if not cs.get("ready"):
@@ -352,17 +400,20 @@ class ShadowVerifier:
                     reasons.append(f"Service {name} has no ready endpoints")
             elif kind == "PersistentVolumeClaim":
                 live = await self.cluster.get(kind, ns, name)
+                uids.add(((live or {}).get("metadata") or {}).get("uid"))
                 if ((live or {}).get("status") or {}).get("phase") != "Bound":
                     reasons.append(f"claim {name} is not bound")
-        # Warnings about these objects and their pods only (the real namespace may hold other workloads).
-        names = tuple(obj["metadata"]["name"] for obj in objects.values())
         events = await self.cluster.list("Event", ns)
         warnings = sum(
             int(e.get("count") or 1)
             for e in events
-            if e.get("type") == "Warning" and str((e.get("involvedObject") or {}).get("name", "")).startswith(names)
+            if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("uid") in uids
         )
         return Health(not reasons, tuple(dict.fromkeys(reasons))), restarts, warnings
+
+
+def _owned(obj: dict[str, Any], owners: set[Any]) -> bool:
+    return any(ref.get("uid") in owners for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def rollout_problems(workload: dict[str, Any]) -> list[str]:
@@ -396,10 +447,12 @@ async def apply_to(
             manifest["metadata"]["name"] = f"{target.name[:40]}-aegis-dry-run"
         else:
             await cluster.delete(target.kind, namespace, target.name)
-            for _ in range(50):  # wait until the old claim is gone before creating its replacement
+            for _ in range(600):  # wait (up to a minute) until the old claim is gone before creating its replacement
                 if await cluster.get(target.kind, namespace, target.name) is None:
                     break
                 await asyncio.sleep(0.1)
+            else:
+                raise client.ClusterError(f"{target} is still terminating; its replacement was not created")
         return await cluster.create(target.kind, namespace, manifest, dry_run=dry_run)
     return await cluster.patch(target.kind, namespace, target.name, result.patch, result.patch_type, dry_run=dry_run)
 
@@ -407,6 +460,10 @@ async def apply_to(
 async def undo(cluster: client.Cluster, namespace: str, result: models.ActionResult) -> dict[str, Any] | None:
     """Restore the pre-image of exactly the fields ``result`` changed."""
     pre = result.pre_image or {}
+    if result.patch_type == "recreate":
+        live = await cluster.get(result.action.target.kind, namespace, result.action.target.name)
+        if ((live or {}).get("status") or {}).get("phase") == "Bound":
+            raise client.ClusterError(f"{result.action.target} is Bound now: recreating it would lose its data")
     restore = models.ActionResult(action=result.action, patch=pre.get("undo"), patchType=result.patch_type)
     return await apply_to(cluster, namespace, restore)
 

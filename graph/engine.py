@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from langgraph.types import Command
 
-from aegis import config, k8sgpt, models
+from aegis import config, k8sgpt, models, shadow
 from aegis.kube import client, incidents
 from graph import context
 
@@ -78,6 +78,7 @@ class Engine:
         self._seen: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._latest: dict[str, dict[str, Any]] = {}
         self._retries: set[asyncio.Task[None]] = set()
+        self._janitor: asyncio.Task[None] | None = None
         self._closing = False
 
     # --- Result events ---------------------------------------------------------------------------
@@ -251,6 +252,28 @@ class Engine:
             return
         await self._ensure_running(obj)
 
+    # --- janitor ---------------------------------------------------------------------------------
+
+    def start_janitor(self, interval: float = 60.0) -> None:
+        """Delete shadow namespaces past their expiry (left by a crash mid-verification), every ``interval``.
+
+        A plain loop rather than a Kopf timer: a timer would put a Kopf finalizer on every shadow
+        namespace, and with the operator gone they would never finish terminating.
+        """
+        if self._janitor is None or self._janitor.done():
+            self._janitor = asyncio.create_task(self._sweep(interval), name="aegis:janitor")
+
+    async def _sweep(self, interval: float) -> None:
+        while not self._closing:
+            try:
+                for ns in await self.cluster.list_namespaces({shadow.LABEL_SHADOW: "true"}):
+                    if shadow.expired(ns, self.deps.clock()) and not ns["metadata"].get("deletionTimestamp"):
+                        logger.info("deleting expired shadow namespace %s", ns["metadata"]["name"])
+                        await self.cluster.delete_namespace(ns["metadata"]["name"])
+            except client.ClusterError as exc:
+                logger.warning("shadow janitor: %s", exc)
+            await asyncio.sleep(interval)
+
     # --- workflow runs ---------------------------------------------------------------------------
 
     async def _ensure_running(self, obj: dict[str, Any]) -> None:
@@ -353,7 +376,7 @@ class Engine:
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop starting runs, give running ones a grace period, cancel the rest (they resume on restart)."""
         self._closing = True
-        for task in list(self._retries):
+        for task in [*self._retries, *([self._janitor] if self._janitor else [])]:
             task.cancel()
         await self.wait_idle(grace)
         for task in list(self._tasks.values()):

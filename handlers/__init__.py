@@ -3,9 +3,9 @@
 Importing this package registers the handlers (and only that: no client is
 built and no graph compiled at import time). ``lifecycle`` opens the runtime at
 start-up, ``results`` feeds K8sGPT Results to the engine, ``incidents`` resumes
-unfinished Incident workflows and answers approvals, ``janitor`` removes expired shadow namespaces.
+unfinished Incident workflows and answers approvals.
 """
 
-from handlers import incidents, janitor, lifecycle, results
+from handlers import incidents, lifecycle, results
 
-__all__ = ["incidents", "janitor", "lifecycle", "results"]
+__all__ = ["incidents", "lifecycle", "results"]

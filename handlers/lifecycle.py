@@ -23,6 +23,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     if memo.get("engine") is not None:
+        memo.engine.start_janitor()
         return
     try:
         aegis_settings = config.load_settings()
@@ -32,6 +33,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
     the_runtime = await stack.enter_async_context(runtime.open_runtime(aegis_settings))
     memo.exit_stack = stack
     memo.engine = the_runtime.engine
+    memo.engine.start_janitor()
     logger.info(
         "AEGIS ready: state in %s, up to %d concurrent incidents, ignoring namespaces %s",
         aegis_settings.state_db,

@@ -151,3 +151,18 @@ def test_an_api_outage_during_intake_is_retried(kube: Kube, operator: Operator, 
     wait_for(lambda: settled(kube), 40, what="the incident after the retry")
     assert failures["left"] == 0
     assert operator.stop() == 0
+
+
+def test_the_janitor_deletes_expired_shadow_namespaces(kube: Kube, sim, tmp_path: pathlib.Path) -> None:
+    expired = {"aegis.dev/shadow": "true", "aegis.dev/expires": str(int(time.time()) - 60)}
+    fresh = {"aegis.dev/shadow": "true", "aegis.dev/expires": str(int(time.time()) + 3600)}
+    kube.core.create_namespace({"metadata": {"name": "aegis-shadow-old-1-b", "labels": expired}})
+    kube.core.create_namespace({"metadata": {"name": "aegis-shadow-new-1-b", "labels": fresh}})
+    kube.core.create_namespace({"metadata": {"name": "team-a", "labels": {"aegis.dev/expires": "0"}}})
+    op = Operator(sim.kubeconfig, tmp_path).start()
+    try:
+        names = lambda: [n.metadata.name for n in kube.core.list_namespace().items]  # noqa: E731
+        wait_for(lambda: "aegis-shadow-old-1-b" not in names(), 20, what="the expired shadow to go")
+        assert "aegis-shadow-new-1-b" in names() and "team-a" in names()
+    finally:
+        assert op.stop() == 0
