@@ -13,12 +13,10 @@ import contextlib
 import dataclasses
 import logging
 import pathlib
-import threading
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from aegis.sim import analyzer, apiserver, catalog, client, clock, controllers, kubelet, server
+from aegis.sim import analyzer, apiserver, catalog, client, clock, controllers, kubelet, server, threaded
 
 logger = logging.getLogger("aegis.sim.cluster")
 T = TypeVar("T")
@@ -115,11 +113,9 @@ class SimCluster:
     ) -> None:
         self.kubeconfig = kubeconfig
         self.options = options or ClusterOptions()
-        self._host, self._port = host, port
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="aegis-sim", daemon=True)
-        self._stop: asyncio.Event | None = None
-        self._serving: Future[None] | None = None
+        self._runner = threaded.Threaded(
+            lambda: run_cluster(kubeconfig, self.options, host=host, port=port), "aegis-sim"
+        )
         self.running: Running | None = None
 
     @property
@@ -128,32 +124,11 @@ class SimCluster:
         return self.running.url
 
     def __enter__(self) -> SimCluster:
-        self._thread.start()
-        ready: Future[Running] = Future()
-        self._serving = asyncio.run_coroutine_threadsafe(self._serve(ready), self.loop)
-        self.running = ready.result(timeout=60)
+        self.running = self._runner.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        if self._serving is not None:
-            with contextlib.suppress(Exception):
-                self._serving.result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
+        self._runner.stop()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
-
-    async def _serve(self, ready: Future[Running]) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with run_cluster(self.kubeconfig, self.options, host=self._host, port=self._port) as running:
-                ready.set_result(running)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-            raise
+        return self._runner.run(coro, timeout)

@@ -11,19 +11,16 @@ Used by the tests, ``aegis sim serve`` and ``aegis demo``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import pathlib
-import threading
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import kmock
 import yaml
 
 from aegis import crds
-from aegis.sim import apiserver
+from aegis.sim import apiserver, threaded
 
 T = TypeVar("T")
 
@@ -83,48 +80,22 @@ class EmulatedCluster:
     Usage::
 
         with EmulatedCluster(kubeconfig_path) as cluster:
-            ...  # point clients at cluster.kubeconfig
+            ...  # point clients at cluster.kubeconfig; cluster.api is the server
     """
 
     def __init__(self, kubeconfig: pathlib.Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.kubeconfig = kubeconfig
-        self._host = host
-        self._port = port
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="aegis-sim-api", daemon=True)
-        self._stop: asyncio.Event | None = None
-        self._serving: Future[None] | None = None
+        self._runner = threaded.Threaded(lambda: serve(kubeconfig, host=host, port=port), "aegis-sim-api")
         self.api: apiserver.SimAPIServer | None = None
         self.url = ""
 
     def __enter__(self) -> EmulatedCluster:
-        self._thread.start()
-        ready: Future[str] = Future()
-        self._serving = asyncio.run_coroutine_threadsafe(self._serve(ready), self.loop)
-        self.url = ready.result(timeout=30)
+        self.api, self.url = self._runner.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        if self._serving is not None:
-            self._serving.result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
+        self._runner.stop()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        """Run a coroutine on the server's loop (e.g. to start controllers beside it)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
-
-    async def _serve(self, ready: Future[str]) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with serve(self.kubeconfig, host=self._host, port=self._port) as (api, url):
-                self.api = api
-                ready.set_result(url)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-            raise
+        """Run a coroutine on the server's loop."""
+        return self._runner.run(coro, timeout)
