@@ -171,8 +171,8 @@ class ShadowVerifier:
                 await apply_to(self.cluster, candidate_ns, result)
             details.append(f"candidate: {len(results)} action(s) applied with the production patch")
             baseline, candidate = await asyncio.gather(
-                self._observe(baseline_ns, objects, expect_healthy=False),
-                self._observe(candidate_ns, objects, expect_healthy=True),
+                self.observe(baseline_ns, objects, expect_healthy=False),
+                self.observe(candidate_ns, objects, expect_healthy=True),
             )
         except client.ClusterError as exc:
             details.append(f"shadow verification could not run: {exc}")
@@ -300,19 +300,8 @@ class ShadowVerifier:
         limit: float | None = None,
         window: float | None = None,
     ) -> Health:
-        """Public: the same fixed health rules, used on the real workload after an apply."""
-        return await self._observe(ns, objects, expect_healthy=expect_healthy, limit=limit, window=window)
-
-    async def _observe(
-        self,
-        ns: str,
-        objects: dict[str, dict[str, Any]],
-        *,
-        expect_healthy: bool,
-        limit: float | None = None,
-        window: float | None = None,
-    ) -> Health:
-        """Judge health by the fixed rules until it is settled either way or the time is up.
+        """Judge health by the fixed rules until it is settled either way or the time is up (also used on the
+        real workload after an apply, with production's longer window).
 
         Healthy means: every rule holds, continuously, for the stability window, with no restart and no new
         Warning event during it. A baseline (expected to fail) is settled as soon as it has been unhealthy —

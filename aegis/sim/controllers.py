@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aegis import quantity
@@ -163,6 +164,15 @@ class Controller(abc.ABC):
     async def reconcile(self) -> None:
         """Move the cluster one step towards what the objects ask for."""
 
+    async def each(self, kind: str, sync: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """``sync`` every live object of ``kind``; an API error on one never stops the others."""
+        for obj in self.inf[kind].items():
+            if alive(obj):
+                try:
+                    await sync(obj)
+                except client.ApiError as exc:
+                    logger.debug("%s %s: %s", kind, obj["metadata"]["name"], exc)
+
 
 class NodeController(Controller):
     """Creates the cluster's nodes once, with capacity and the usual labels."""
@@ -257,12 +267,7 @@ class DeploymentController(Controller):
 
     async def reconcile(self) -> None:
         _prune(self.progress, {d["metadata"]["uid"] for d in self.inf["Deployment"].items()})
-        for deploy in self.inf["Deployment"].items():
-            if alive(deploy):
-                try:
-                    await self._sync(deploy)
-                except client.ApiError as exc:
-                    logger.debug("deployment %s: %s", deploy["metadata"]["name"], exc)
+        await self.each("Deployment", self._sync)
 
     async def _sync(self, deploy: dict[str, Any]) -> None:
         meta, spec = deploy["metadata"], deploy["spec"]
@@ -562,12 +567,7 @@ class ReplicaSetController(Controller):
 
     async def reconcile(self) -> None:
         _prune(self.expect, {rs["metadata"]["uid"] for rs in self.inf["ReplicaSet"].items()})
-        for rs in self.inf["ReplicaSet"].items():
-            if alive(rs):
-                try:
-                    await self._sync(rs)
-                except client.ApiError as exc:
-                    logger.debug("replicaset %s: %s", rs["metadata"]["name"], exc)
+        await self.each("ReplicaSet", self._sync)
 
     async def _sync(self, rs: dict[str, Any]) -> None:
         ns = rs["metadata"]["namespace"]
@@ -626,12 +626,7 @@ class StatefulSetController(Controller):
     component = "statefulset-controller"
 
     async def reconcile(self) -> None:
-        for sts in self.inf["StatefulSet"].items():
-            if alive(sts):
-                try:
-                    await self._sync(sts)
-                except client.ApiError as exc:
-                    logger.debug("statefulset %s: %s", sts["metadata"]["name"], exc)
+        await self.each("StatefulSet", self._sync)
 
     async def _sync(self, sts: dict[str, Any]) -> None:
         meta, spec = sts["metadata"], sts["spec"]
