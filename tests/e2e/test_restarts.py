@@ -80,7 +80,8 @@ def test_killed_while_waiting_for_approval(lab: tuple[cluster.SimCluster, Kube],
     wait_for(lambda: phase(kube) == "AwaitingApproval", 90, what="the incident to wait for approval")
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
-    assert image(kube) == "nginx:1.277" and shadows(kube) == []
+    assert image(kube) == "nginx:1.277"
+    wait_for(lambda: shadows(kube) == [], 30, what="the shadow namespaces to finish terminating")
 
     second = operator(sim, tmp_path)
     try:
