@@ -37,6 +37,18 @@ LABEL_INCIDENT = "aegis.dev/incident"
 LABEL_EXPIRES = "aegis.dev/expires"  # unix seconds
 PLACEHOLDER = "aegis-shadow-placeholder"
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+_FAILURE_SIGNS = (
+    "BackOff",
+    "ErrImagePull",
+    "ConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "RunContainerError",
+    "no ready endpoints",
+    "is not bound",
+    "restarted",
+    "Warning",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +147,19 @@ def _references(obj: Any) -> tuple[set[str], set[str], set[str]]:
 
     walk(obj)
     return config_maps, secrets, claims
+
+
+def _pod_identity(workloads: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """imagePullSecrets and non-default ServiceAccounts the workloads' pods use."""
+    pull: set[str] = set()
+    accounts: set[str] = set()
+    for workload in workloads:
+        spec = _pod_spec(workload)
+        pull |= {ref.get("name") for ref in spec.get("imagePullSecrets") or [] if ref.get("name")}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount")
+        if account and account != "default":
+            accounts.add(account)
+    return pull, accounts
 
 
 class ShadowVerifier:
@@ -263,6 +288,14 @@ class ShadowVerifier:
         details: list[str],
         patches: list[Any] | None = None,
     ) -> None:
+        # Registry credentials must be real to pull; a custom ServiceAccount must exist for pods to be created.
+        pull_secrets, accounts = _pod_identity([o for o in objects.values() if o.get("kind") in _WORKLOADS])
+        for name in sorted(accounts):
+            await self.cluster.create("ServiceAccount", ns, {"metadata": {"name": name, "namespace": ns}})
+        for name in sorted(pull_secrets):
+            live = await self.cluster.get("Secret", source_ns, name)
+            if live is not None:
+                await self.cluster.create("Secret", ns, _clean({**live, "kind": "Secret"}, ns))
         # What the workloads use now, and what the candidate's patches will make them use (a rollback may
         # return to a ConfigMap the current revision does not reference).
         config_maps, secrets, _ = _references(
@@ -272,7 +305,7 @@ class ShadowVerifier:
             live = await self.cluster.get("ConfigMap", source_ns, name)
             if live is not None:  # a missing ConfigMap stays missing: that may be the failure to reproduce
                 await self.cluster.create("ConfigMap", ns, _clean({**live, "kind": "ConfigMap"}, ns))
-        for name in sorted(secrets):
+        for name in sorted(secrets - pull_secrets):
             live = await self.cluster.get("Secret", source_ns, name)
             if live is None:
                 continue
@@ -325,6 +358,9 @@ class ShadowVerifier:
                 await asyncio.sleep(1.0)
                 continue
             now = asyncio.get_running_loop().time()
+            changed = previous is not None and (restarts, warnings) != previous
+            # A real failure signal, not merely a slow start: an error state, a restart, a new Warning.
+            signal = changed or any(marker in reason for reason in health.reasons for marker in _FAILURE_SIGNS)
             if previous is not None and health.healthy:
                 if restarts != previous[0]:
                     health = Health(False, ("containers restarted",))
@@ -336,7 +372,7 @@ class ShadowVerifier:
                     return health
             else:
                 stable_since = None
-                if previous_at is not None:
+                if previous_at is not None and signal:
                     bad_time += now - previous_at
                 if not expect_healthy and bad_time >= window:
                     return health

@@ -45,6 +45,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "Job": ("BatchV1Api", "job"),
     "CronJob": ("BatchV1Api", "cron_job"),
     "Secret": ("CoreV1Api", "secret"),
+    "ServiceAccount": ("CoreV1Api", "service_account"),
     "ResourceQuota": ("CoreV1Api", "resource_quota"),
     "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
 }
