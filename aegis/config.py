@@ -68,6 +68,9 @@ class Settings(pydantic_settings.BaseSettings):
     namespace_modes: Annotated[dict[str, str], pydantic_settings.NoDecode] = pydantic.Field(
         default_factory=dict, description="Per-namespace modes, e.g. 'shop=auto,lab-*=observe' (globs)."
     )
+    settle_seconds: float = pydantic.Field(
+        default=10.0, ge=0, le=600, description="Pause before looking again at a workload that is still settling."
+    )
     max_candidates: int = pydantic.Field(default=3, ge=1, le=10, description="Plans tried in the shadow per incident.")
     shadow_timeout_seconds: float = pydantic.Field(default=120.0, gt=0, le=3600)
     shadow_stability_seconds: float = pydantic.Field(default=20.0, ge=0, le=3600)

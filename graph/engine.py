@@ -152,7 +152,14 @@ class Engine:
             if previous is not None and previous.active and previous.texts == texts:
                 await self._ensure_running(current)
                 return IntakeResult("unchanged", "source already recorded", ref)
-            if not recurrence(incidents.phase_of(current), known, finding, signature):
+            # An incident that ended "unknown" from a symptom alone (a Service, a Deployment count) is reopened by
+            # the first report about a pod: the real failure has shown itself.
+            ended_unknown = ((current.get("status") or {}).get("diagnosis") or {}).get("category") == "unknown"
+            first_pod_report = finding.kind == "Pod" and not any(s.kind == "Pod" for s in known.sources)
+            reopen = recurrence(incidents.phase_of(current), known, finding, signature) or (
+                ended_unknown and first_pod_report and incidents.phase_of(current) in models.TERMINAL_PHASES
+            )
+            if not reopen:
 
                 def join(incident: models.Incident) -> dict[str, Any]:
                     earlier = next((s for s in incident.sources if s.result == source.result), None)

@@ -375,7 +375,8 @@ def run(
     settings = config.load_settings(
         state_db=work / "state.sqlite",
         max_concurrent_incidents=8,
-        max_applies_per_hour=100,  # the demo heals a dozen workloads at once; production keeps the cap of 10
+        max_applies_per_hour=100,
+        settle_seconds=100 / speed,  # the demo heals a dozen workloads at once; production keeps the cap of 10
         shadow_stability_seconds=30 / speed,
         shadow_timeout_seconds=max(240 / speed, 15),
         confirm_timeout_seconds=max(600 / speed, 30),
