@@ -46,8 +46,24 @@ def kubectl(sim: cluster.SimCluster, *args: str) -> str:
     return out.stdout
 
 
+_STARTED: list[Operator] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans() -> Iterator[None]:
+    """Whatever happens in a test, no operator process outlives it."""
+    yield
+    while _STARTED:
+        op = _STARTED.pop()
+        if op.process is not None and op.process.poll() is None:
+            op.process.kill()
+            op.process.wait(timeout=10)
+
+
 def operator(sim: cluster.SimCluster, tmp_path: pathlib.Path, mode: str = "propose") -> Operator:
-    return Operator(sim.kubeconfig, tmp_path, env={**FAST, "AEGIS_MODE": mode}).start()
+    op = Operator(sim.kubeconfig, tmp_path, env={**FAST, "AEGIS_MODE": mode})
+    _STARTED.append(op)
+    return op.start()
 
 
 def break_storefront(sim: cluster.SimCluster) -> None:
