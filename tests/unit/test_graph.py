@@ -169,3 +169,26 @@ async def test_failed_node_resumes_from_checkpoint_without_rerunning_earlier_nod
     final = await build.build_graph(saver).ainvoke(None, cfg, context=deps)
     assert final["phase"] == "Diagnosed"
     assert [line["stage"] for line in store.timeline] == ["intake", "gather", "diagnose", "report"]
+
+
+def test_a_settling_workload_is_looked_at_again_before_unknown() -> None:
+    from graph.nodes import diagnose
+
+    starting = models.PodSummary(
+        name="web-1",
+        phase="Pending",
+        containers=[models.ContainerState(name="web", state="waiting", reason="ContainerCreating")],
+    )
+    assert diagnose.settling(models.Evidence(target=TARGET, pods=[starting], collectedAt=NOW))
+    rolling = models.Evidence(
+        target=TARGET,
+        collectedAt=NOW,
+        targetSummary={"conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]},
+    )
+    assert diagnose.settling(rolling)
+    crashing = models.PodSummary(
+        name="web-1",
+        phase="Running",
+        containers=[models.ContainerState(name="web", state="waiting", reason="CrashLoopBackOff", restartCount=3)],
+    )
+    assert not diagnose.settling(models.Evidence(target=TARGET, pods=[crashing], collectedAt=NOW))
