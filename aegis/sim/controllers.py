@@ -80,7 +80,12 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str] | N
         return False
     if any(labels.get(k) != v for k, v in match.items()):
         return False
-    for expr in (selector or {}).get("matchExpressions") or []:
+    return expressions_match((selector or {}).get("matchExpressions") or [], labels)
+
+
+def expressions_match(expressions: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """matchExpressions (In, NotIn, Exists, DoesNotExist) of label and node selectors."""
+    for expr in expressions:
         key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
         if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values):
             return False
@@ -1117,13 +1122,7 @@ class Scheduler(Controller):
 
     @staticmethod
     def _term_matches(term: dict[str, Any], labels: dict[str, str]) -> bool:
-        for expr in term.get("matchExpressions") or []:
-            key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-            if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values):
-                return False
-            if (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
-                return False
-        return True
+        return expressions_match(term.get("matchExpressions") or [], labels)
 
     async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         uid = pod["metadata"]["uid"]
