@@ -318,12 +318,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
     def _require(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         obj = self.store.get(res.key, namespace, name)
         if obj is None:
-            raise ApiError(
-                404,
-                "NotFound",
-                f'{res.qualified} "{name}" not found',
-                {"name": name, "group": res.group, "kind": res.plural},
-            )
+            raise _not_found(res, name)
         return obj
 
     def _filters(self, query: dict[str, str]) -> tuple[selectors.Predicate, selectors.Predicate]:
@@ -611,16 +606,11 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 )
             if old is None:
                 if sub is not None:
-                    raise ApiError(404, "NotFound", f'{res.qualified} "{name}" not found')
+                    raise _not_found(res, name)
                 body.setdefault("metadata", {})["name"] = name
                 return 201, await self._create(res, namespace or None, body, query, stamp=False)
         if old is None:
-            raise ApiError(
-                404,
-                "NotFound",
-                f'{res.qualified} "{name}" not found',
-                {"name": name, "group": res.group, "kind": res.plural},
-            )
+            raise _not_found(res, name)
         base = _scale_of(old) if sub == "scale" else old
         try:
             if content_type == "application/json-patch+json":
@@ -935,6 +925,13 @@ _BUILTIN_GROUPS = frozenset(
         "node.k8s.io",
     }
 )
+
+
+def _not_found(res: Resource, name: str) -> ApiError:
+    """The API server's 404 for one named object of a resource."""
+    return ApiError(
+        404, "NotFound", f'{res.qualified} "{name}" not found', {"name": name, "group": res.group, "kind": res.plural}
+    )
 
 
 def _json(obj: Any, status: int = 200) -> aiohttp.web.Response:
