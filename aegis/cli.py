@@ -7,8 +7,11 @@ show, approve, reject) live here too. Entry point: ``[project.scripts] aegis``.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -130,12 +133,222 @@ def sim_serve(
     asyncio.run(serve())
 
 
+# --- reviewing and deciding incidents: aegis incidents / show / approve / reject ----------------------------------
+
+_KUBECONFIG_HELP = "Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config; in a pod: its service account)."
+_CONTEXT_HELP = "Kubeconfig context (default: the current one)."
+_NAMESPACE_HELP = "Namespace (default: the context's namespace, else default)."
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr (never markup, never wrapped), then exit."""
+    err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _stdout() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+@contextlib.contextmanager
+def _cluster(kubeconfig: str | None, context: str | None) -> Iterator[Any]:
+    """A ``session.Session``; an ``AccessError`` (no kubeconfig, unreachable, 401/403) ends the command in one line."""
+    from aegis.kube import session
+
+    try:
+        kube = session.connect(kubeconfig, context)
+    except session.AccessError as exc:
+        _fail(str(exc))
+    try:
+        yield kube
+    except session.AccessError as exc:
+        _fail(str(exc))
+    finally:
+        kube.close()
+
+
+def _print_objects(obj: Any, output: str) -> None:
+    import json
+
+    import yaml
+
+    if output == "json":
+        typer.echo(json.dumps(obj, indent=2))
+    else:
+        typer.echo(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@app.command("incidents")
+def list_incidents(
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Incidents in every namespace."),
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+    context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
+) -> None:
+    """List Incidents: target, phase, category, how long a fix has waited for approval, age."""
+    import datetime
+
+    from aegis import review
+
+    if output not in ("table", "json", "yaml"):
+        _fail("--output must be table, json or yaml", 2)
+    with _cluster(kubeconfig, context) as kube:
+        ns = None if all_namespaces else namespace or kube.namespace
+        items = kube.incidents(ns)
+    if output != "table":
+        _print_objects({"apiVersion": "v1", "kind": "List", "items": items}, output)
+    elif not items:
+        err.print("No incidents found" + (f" in namespace {ns}." if ns else "."), markup=False)
+    else:
+        now = datetime.datetime.now(tz=datetime.UTC)
+        _stdout().print(review.table(review.rows(items), now, show_namespace=ns is None))
+
+
+@app.command()
+def show(
+    name: str = typer.Argument(..., help="The Incident's name (aegis incidents lists them).", metavar="NAME"),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+    output: str | None = typer.Option(None, "--output", "-o", help="json or yaml: the object instead of the review."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+    context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
+) -> None:
+    """Review one Incident: diagnosis and evidence, the fix as a diff, shadow verification, policy, timeline."""
+    from aegis import review
+    from aegis.kube import session
+
+    if output not in (None, "json", "yaml"):
+        _fail("--output must be json or yaml", 2)
+    with _cluster(kubeconfig, context) as kube:
+        ns = namespace or kube.namespace
+        incident = kube.incident(ns, name)
+        if incident is None:
+            _fail(f"no Incident {name} in namespace {ns}")
+        if output is not None:
+            _print_objects(incident, output)
+            return
+        objects: dict[str, dict[str, Any]] = {}
+        replica_sets: list[dict[str, Any]] = []
+        needs_history = not (incident.get("status") or {}).get("actions") and any(
+            a.get("kind") == "rollback"
+            for a in ((((incident.get("status") or {}).get("plan") or {}).get("chosen") or {}).get("actions") or [])
+        )
+        for kind, target_ns, target_name in review.related_targets(incident):
+            try:  # best effort: without the live object the review shows the changed fields instead
+                live = kube.read(kind, target_ns, target_name)
+                if live is not None:
+                    objects[f"{kind}/{target_name}"] = live
+                    if kind == "Deployment" and needs_history:
+                        replica_sets += kube.replica_sets(live)
+            except session.AccessError as exc:
+                err.print(f"note: {exc}", markup=False, soft_wrap=True)
+    _stdout().print(review.screen(incident, objects, replica_sets=replica_sets))
+
+
+def _decide(
+    name: str, namespace: str | None, kubeconfig: str | None, context: str | None, verdict: str, reason: str
+) -> None:
+    """Write ``spec.approval`` of an Incident that waits for a decision (merge patch, resourceVersion precondition)."""
+    from aegis import review
+    from aegis.kube import session
+
+    with _cluster(kubeconfig, context) as kube:
+        ns = namespace or kube.namespace
+        for attempt in range(2):  # a concurrent change (409) is retried once, from a fresh read
+            incident = kube.incident(ns, name)
+            if incident is None:
+                _fail(f"no Incident {name} in namespace {ns}")
+            phase = (incident.get("status") or {}).get("phase") or "Pending"
+            if phase != review.AWAITING:
+                meaning = review.PHASE_MEANINGS.get(phase, "an unknown phase")
+                _fail(
+                    f"Incident {ns}/{name} is {phase} ({meaning}): only an incident in AwaitingApproval "
+                    "can be approved or rejected"
+                )
+            answered = ((incident.get("spec") or {}).get("approval") or {}).get("decision") or "Pending"
+            if answered == verdict:
+                typer.echo(f"Incident {ns}/{name} is already {verdict.lower()}; the operator is acting on it.")
+                return
+            if answered != "Pending":
+                _fail(f"Incident {ns}/{name} was already {answered.lower()}; the operator is acting on that answer")
+            version = (incident.get("metadata") or {}).get("resourceVersion")
+            patch = {
+                "metadata": {"resourceVersion": version},
+                "spec": {"approval": {"decision": verdict, "reason": reason}},
+            }
+            try:
+                written = kube.patch_incident(ns, name, patch)
+            except session.AccessError as exc:
+                if exc.status == 409 and attempt == 0:
+                    continue
+                raise
+            if written is None:
+                _fail(f"no Incident {name} in namespace {ns} (it was deleted meanwhile)")
+            break
+    if verdict == "Approved":
+        typer.echo(
+            f"Approved {ns}/{name}: the operator applies the verified fix (server-side dry-run first), "
+            "then confirms that the workload heals or rolls it back."
+        )
+    else:
+        typer.echo(f"Rejected {ns}/{name}: nothing will be changed.")
+    typer.echo("  identity: recorded by the API server (or 'unverified' where no admission webhook runs)")
+    typer.echo(f"  follow it: aegis show {name} -n {ns}")
+
+
+@app.command()
+def approve(
+    name: str = typer.Argument(..., help="The Incident waiting for approval.", metavar="NAME"),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+    reason: str = typer.Option("", "--reason", help="Why (recorded on the Incident)."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+    context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
+) -> None:
+    """Approve the verified fix of an Incident in AwaitingApproval."""
+    _decide(name, namespace, kubeconfig, context, "Approved", reason)
+
+
+@app.command()
+def reject(
+    name: str = typer.Argument(..., help="The Incident waiting for approval.", metavar="NAME"),
+    reason: str = typer.Option(..., "--reason", help="Why the fix is rejected (required; recorded on the Incident)."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+    context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
+) -> None:
+    """Reject the fix of an Incident in AwaitingApproval: nothing is changed."""
+    if not reason.strip():
+        _fail("--reason must say why the fix is rejected", 2)
+    _decide(name, namespace, kubeconfig, context, "Rejected", reason)
+
+
 def _examples_root() -> pathlib.Path | None:
     for base in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve().parent.parent):
         candidate = base / "examples" / "incidents"
         if candidate.is_dir():
             return candidate
     return None
+
+
+@app.command()
+def doctor(
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG)."),
+    context: str | None = typer.Option(None, "--context", help="Kubeconfig context (default: the current one)."),
+    output: str = typer.Option("table", "--output", "-o", help="table or json."),
+    timeout: float = typer.Option(5.0, min=0.5, max=120.0, help="Seconds each check may wait for an answer."),
+) -> None:
+    """Check the Kubernetes connection, the CRDs, Ollama and the settings; say how to fix what fails."""
+    from aegis import doctor as doctor_checks
+
+    if output not in ("table", "json"):
+        err.print("[red]--output must be table or json[/red]")
+        raise typer.Exit(2)
+    report = doctor_checks.run_checks(kubeconfig=kubeconfig, context=context, timeout=timeout)
+    if output == "json":
+        typer.echo(doctor_checks.to_json(report))
+    else:
+        doctor_checks.render_table(report, Console())
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

@@ -38,6 +38,29 @@ class Settings(pydantic_settings.BaseSettings):
     )
     ollama_model: str = pydantic.Field(default="llama3.2", min_length=1, description="Ollama model name.")
     llm_timeout_seconds: float = pydantic.Field(default=60.0, gt=0, le=3600, description="Timeout of one LLM call.")
+    llm_mode: Literal["off", "fallback", "explain", "only"] = pydantic.Field(
+        default="fallback",
+        description=(
+            "off: rules only; fallback: ask the LLM when no rule is sure; explain: fallback, and the LLM "
+            "also explains rules diagnoses in plain language; only: the LLM diagnoses and proposes alone "
+            "(to evaluate a model against the scenarios)."
+        ),
+    )
+    llm_min_confidence: float = pydantic.Field(
+        default=0.6, ge=0, le=1, description="Rules diagnoses below this confidence are sent to the LLM."
+    )
+    llm_max_prompt_chars: int = pydantic.Field(
+        default=6000, ge=1000, le=200_000, description="Budget of the evidence section of a prompt (characters)."
+    )
+    llm_num_ctx: int = pydantic.Field(default=4096, ge=512, le=131072, description="Ollama context window (tokens).")
+    llm_cache_size: int = pydantic.Field(default=256, ge=0, le=100_000, description="Answers kept (0: no cache).")
+    llm_cache_ttl_seconds: float = pydantic.Field(default=3600.0, ge=0, description="How long an answer is reused.")
+    llm_auto_apply: bool = pydantic.Field(
+        default=False, description="In auto mode, may plans written by the LLM be applied without a human?"
+    )
+    anonymize: bool = pydantic.Field(
+        default=False, description="Replace object and namespace names in prompts with placeholders (mapped back)."
+    )
 
     # --- Namespaces ---
     watch_namespaces: Annotated[list[str], pydantic_settings.NoDecode] = pydantic.Field(
@@ -84,6 +107,19 @@ class Settings(pydantic_settings.BaseSettings):
         default=60.0, ge=0, le=3600, description="How long production must stay healthy (longer than the shadow)."
     )
     cooldown_seconds: float = pydantic.Field(default=600.0, ge=0)
+    approval_timeout_seconds: float = pydantic.Field(
+        default=3600.0, gt=0, description="How long a verified fix waits for a human before the incident is Expired."
+    )
+
+    # --- Notifications ---
+    notify_url: pydantic.AnyHttpUrl | None = pydantic.Field(
+        default=None, description="Webhook that receives a message when a fix waits for approval and when it ends."
+    )
+    notify_format: Literal["generic", "slack"] = pydantic.Field(
+        default="generic", description="generic: AEGIS's JSON document; slack: Slack incoming-webhook format."
+    )
+    notify_retries: int = pydantic.Field(default=3, ge=0, le=10, description="Retries of a failed delivery.")
+    notify_timeout_seconds: float = pydantic.Field(default=5.0, gt=0, le=120)
     max_applies_per_hour: int = pydantic.Field(default=10, ge=0)
 
     # --- Evidence ---

@@ -275,6 +275,7 @@ class Diagnosis(_Model):
     confidence: float = pydantic.Field(ge=0.0, le=1.0)
     source: Literal["rules", "llm"]
     rule: str | None = None  # which rule answered, for rules diagnoses
+    explanation: str = pydantic.Field(default="", max_length=1200)  # the LLM's plain-language account
 
 
 class Action(_Model):

@@ -5,7 +5,9 @@ Per-namespace mode (glob patterns, first match wins, else the default):
 - ``observe``: diagnose only; nothing is proposed for applying.
 - ``propose`` (the default): verify in a shadow namespace, then wait for a human.
 - ``auto``: apply without asking when every action is low risk, the baseline
-  reproduced the failure, the candidate passed, and the diagnosis is confident.
+  reproduced the failure, the candidate passed, the diagnosis is confident, and
+  the plan came from the rules (LLM-written plans need a human unless
+  ``AEGIS_LLM_AUTO_APPLY`` allows them).
 
 Refused outright (Escalated, with the reason): denied namespaces, actions outside
 the vocabulary or above the allowed risk, targets that changed since verification
@@ -34,6 +36,7 @@ class Policy:
     deny_namespaces: tuple[str, ...] = ("kube-system", "kube-public", "kube-node-lease")
     max_risk: models.Risk = "medium"  # above this, refused even with a human
     auto_min_confidence: float = 0.8
+    auto_llm_plans: bool = False  # plans the LLM wrote are applied only with a human's yes, unless allowed
     cooldown: datetime.timedelta = datetime.timedelta(minutes=10)
     max_applies_per_hour: int = 10
 
@@ -57,6 +60,7 @@ class Facts:
     now: datetime.datetime
     last_apply_on_target: datetime.datetime | None = None
     applies_last_hour: int = 0
+    source: str = "rules"  # who wrote the plan: rules | llm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,8 @@ def judge(policy: Policy, facts: Facts) -> Judgement:
             blockers.append("not every action is low risk")
         if facts.baseline_reproduced is not True:
             blockers.append("the shadow baseline did not reproduce the failure")
+        if facts.source == "llm" and not policy.auto_llm_plans:
+            blockers.append("the plan was written by the LLM")
         if facts.confidence < policy.auto_min_confidence:
             blockers.append(f"confidence {facts.confidence:.2f} is below {policy.auto_min_confidence:.2f}")
         if not blockers:

@@ -58,3 +58,19 @@ def text(value: str) -> str:
 
 def lines(values: list[str]) -> list[str]:
     return [text(value) for value in values]
+
+
+MIN_KNOWN = 6  # shorter secret values are too likely to be ordinary words to mask everywhere
+
+
+def known(value: str, secrets: set[str]) -> str:
+    """``value`` with every occurrence of a known secret value (a Secret the workload uses) masked.
+
+    Patterns cannot recognise a password an application prints on its own; the
+    values themselves can. Longest first, so a value containing another is masked whole.
+    """
+    out = value
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_KNOWN and secret in out:
+            out = out.replace(secret, MASK)
+    return out

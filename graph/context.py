@@ -46,6 +46,7 @@ def policy_from(settings: config.Settings) -> policy.Policy:
         modes=tuple(settings.namespace_modes.items()),  # type: ignore[arg-type]
         cooldown=datetime.timedelta(seconds=settings.cooldown_seconds),
         max_applies_per_hour=settings.max_applies_per_hour,
+        auto_llm_plans=settings.llm_auto_apply,
     )
 
 
@@ -57,6 +58,8 @@ class Deps:
     clock: Callable[[], datetime.datetime] = utcnow
     cluster: Any = None  # aegis.kube.client.Cluster: reads and writes for the remediation stages
     verifier: Any = None  # aegis.shadow.ShadowVerifier
+    notifier: Any = None  # aegis.notify.Notifier: webhook messages (waiting for approval, ended); None: none
+    advisor: Any = None  # aegis.llm.advisor.Advisor: the LLM's diagnoses and plans; None: rules only
 
     @property
     def policy(self) -> policy.Policy:

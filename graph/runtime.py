@@ -1,4 +1,4 @@
-"""Assembles a running AEGIS: API access, Incident store, evidence, checkpointer, graph, engine.
+"""Assembles a running AEGIS: API access, Incident store, evidence, notifier, checkpointer, graph, engine.
 
 ``open_runtime`` is an async context manager used by the Kopf start-up handler
 (``handlers.lifecycle``) and by the demo; it owns every resource it opens and
@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 import kubernetes
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from aegis import config, shadow
+from aegis import config, notify, shadow
 from aegis.kube import client, evidence, incidents
+from aegis.llm import advisor
 from graph import build, context, engine
 
 
@@ -37,12 +38,15 @@ async def open_runtime(
         settings.state_db.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(settings.state_db)) as checkpointer:
             store = incidents.IncidentStore(cluster)
+            notifier = notify.Notifier(settings)
             deps = context.Deps(
                 settings=settings,
                 incidents=store,
                 gatherer=evidence.EvidenceGatherer(cluster, settings),
                 cluster=cluster,
                 verifier=shadow.ShadowVerifier(cluster, settings),
+                notifier=notifier,
+                advisor=advisor.Advisor(settings) if settings.llm_mode != "off" else None,
             )
             the_engine = engine.Engine(
                 settings=settings, cluster=cluster, store=store, deps=deps, graph=build.build_graph(checkpointer)
@@ -50,6 +54,9 @@ async def open_runtime(
             try:
                 yield Runtime(settings=settings, cluster=cluster, store=store, engine=the_engine)
             finally:
-                await the_engine.shutdown()
+                try:
+                    await the_engine.shutdown()
+                finally:
+                    await notifier.aclose()  # pending webhook deliveries get a short grace period
     finally:
         cluster.close()

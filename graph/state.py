@@ -32,3 +32,5 @@ class IncidentState(TypedDict, total=False):
     phase: str  # models.Phase
     reason: str
     timeline: Annotated[list[dict[str, Any]], operator.add]  # models.TimelineEntry, appended by nodes
+    llm_calls: Annotated[list[dict[str, Any]], operator.add]  # aegis.llm.advisor.Call, every question asked
+    llm_error: str  # why the LLM could not help, when it was asked and could not

@@ -12,7 +12,9 @@ a partial picture still gets diagnosed. Called by ``graph.nodes.gather``.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 from typing import Any
 
 from aegis import config, models, redact
@@ -212,6 +214,43 @@ def summarize_event(event: dict[str, Any]) -> models.EventSummary:
     )
 
 
+MAX_SECRETS = 10
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Pod" or "containers" in spec:
+        return spec
+    template = (spec.get("jobTemplate") or {}).get("spec", spec).get("template") or {}
+    return template.get("spec") or {}
+
+
+def secret_names(obj: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a pod or a workload's pod template reads."""
+    spec = _pod_spec(obj)
+    names: set[str] = set()
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name"):
+                names.add(ref["name"])
+        for env_from in container.get("envFrom") or []:
+            if (env_from.get("secretRef") or {}).get("name"):
+                names.add(env_from["secretRef"]["name"])
+    for volume in spec.get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName"):
+            names.add(volume["secret"]["secretName"])
+    return names
+
+
+def mask_known(evidence: models.Evidence, secrets: set[str]) -> models.Evidence:
+    """The evidence with every occurrence of a known secret value masked, in every field."""
+    text = evidence.model_dump_json(by_alias=True)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(json.dumps(secret)[1:-1], redact.MASK)
+    return models.Evidence.model_validate_json(text)
+
+
 def _health_order(pod: dict[str, Any]) -> tuple[int, str]:
     status = pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
@@ -363,7 +402,25 @@ class EvidenceGatherer:
 
         if self.settings.evidence_log_lines:
             evidence.logs = await self._crash_logs(evidence.pods, ns)
-        return evidence
+        known = await self._secret_values([obj, *pods], ns, attempt)
+        return mask_known(evidence, known) if known else evidence
+
+    async def _secret_values(self, objs: list[dict[str, Any]], ns: str, attempt: Any) -> set[str]:
+        """The values of the Secrets the workload reads (env, envFrom, volumes): to mask, never to keep."""
+        names = sorted({name for obj in objs for name in secret_names(obj)})[:MAX_SECRETS]
+        values: set[str] = set()
+        for name in names:
+            secret = await attempt(
+                f"read Secret {ns}/{name} (to mask its values)", self.cluster.get("Secret", ns, name), None
+            )
+            for encoded in ((secret or {}).get("data") or {}).values():
+                values.add(str(encoded))
+                try:
+                    values.add(base64.b64decode(str(encoded)).decode("utf-8").strip())
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            values |= {str(v).strip() for v in ((secret or {}).get("stringData") or {}).values()}
+        return {v for v in values if len(v) >= redact.MIN_KNOWN}
 
     async def _claim(self, name: str, pvc: dict[str, Any] | None, attempt: Any) -> models.ClaimSummary:
         if pvc is None:

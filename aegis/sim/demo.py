@@ -3,8 +3,9 @@
 Starts the emulated cluster (API server, controllers, kubelet stand-in, K8sGPT
 analyzer), runs the operator with the production handlers against it (Kopf in its
 own thread and loop), applies each scenario (manifests, then the bad change once
-healthy), follows its Incident to the end, answers approval requests as told,
-and reports per scenario: a rich table, or one JSON object per line.
+healthy), follows its Incident to the end, answers approval requests as told (at a
+terminal: the review screen of ``aegis show``, then y/N), and reports per scenario:
+a rich table, or one JSON object per line.
 Called by ``aegis.cli``.
 """
 
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from aegis import config, models
+from aegis import config, models, review
 from aegis.kube import client as kube_client
 from aegis.sim import client, cluster, scenarios
 
@@ -186,12 +187,27 @@ class OperatorThread:
 
 
 def ollama_line(settings: config.Settings) -> str:
+    """One line on what the LLM will do in this run (AEGIS_LLM_MODE, and whether Ollama has the model)."""
     url = str(settings.ollama_url).rstrip("/")
+    mode = settings.llm_mode
+    if mode == "off":
+        return "LLM: off (AEGIS_LLM_MODE=off); diagnosing with rules only."
+    role = {
+        "fallback": "asked when no rule is sure",
+        "explain": "asked when no rule is sure, and explains every diagnosis",
+        "only": "diagnoses and proposes alone, the rules stand aside",
+    }[mode]
     try:
-        with urllib.request.urlopen(f"{url}/api/tags", timeout=1.0):
-            return f"LLM: Ollama answers at {url}, but this version diagnoses with rules only."
-    except OSError:
+        with urllib.request.urlopen(f"{url}/api/tags", timeout=1.0) as answer:
+            names = {str(m.get("name")) for m in json.load(answer).get("models") or []}
+    except (OSError, ValueError):
+        if mode == "only":
+            return f"LLM: Ollama is not reachable at {url} and AEGIS_LLM_MODE=only: every incident will escalate."
         return f"LLM: Ollama is not reachable at {url}; diagnosing with rules only."
+    model = settings.ollama_model
+    if model not in names and f"{model}:latest" not in names:
+        return f"LLM: Ollama at {url} has no model {model} (ollama pull {model}); its calls will fail, rules stand."
+    return f"LLM: {model} at {url} ({mode}: {role})."
 
 
 async def _observe(
@@ -263,20 +279,34 @@ def _stage_timings(timeline: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+async def _review_objects(
+    api: client.SimClient, incident: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The live objects the fix changes ("Kind/name" -> object) and a Deployment's ReplicaSets, for the review."""
+    objects: dict[str, dict[str, Any]] = {}
+    replica_sets: list[dict[str, Any]] = []
+    for kind, namespace, name in review.related_targets(incident):
+        live = await api.get(kind, namespace, name)
+        if live is None:
+            continue
+        objects[f"{kind}/{name}"] = live
+        if kind == "Deployment":
+            uid = live["metadata"].get("uid")
+            replica_sets += [
+                rs
+                for rs in await api.list("ReplicaSet", namespace)
+                if any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or [])
+            ]
+    return objects, replica_sets
+
+
 async def _answer(api: client.SimClient, incident: dict[str, Any], approve: Approve, console: Console) -> None:
     name = incident["metadata"]["name"]
     if approve == "ask":
-        status = incident.get("status") or {}
-        plan = (status.get("plan") or {}).get("chosen") or {}
-        verification = status.get("verification") or {}
-        console.print(
-            f"\n[bold]{incident['metadata']['namespace']}/{name}[/bold]: "
-            f"{(status.get('diagnosis') or {}).get('summary', '')}"
-        )
-        for action in plan.get("actions") or []:
-            console.print(f"  fix: {action.get('kind')} {action.get('params') or ''} — {action.get('rationale', '')}")
-        for line in (verification.get("details") or [])[-2:]:
-            console.print(f"  shadow: {line}")
+        objects, replica_sets = await _review_objects(api, incident)
+        console.print()
+        # The screen of `aegis show`, wrapped to the terminal (this console does not wrap by default).
+        console.print(review.screen(incident, objects, replica_sets=replica_sets), soft_wrap=False)
         question = f"Approve the fix for {incident['metadata']['namespace']}/{name}? \\[y/N] "
         answer = await asyncio.get_running_loop().run_in_executor(None, lambda: console.input(question))
         decision = "Approved" if answer.strip().lower() in ("y", "yes") else "Rejected"

@@ -1,4 +1,10 @@
-"""Node ``diagnose``: name the failure from the evidence (rules first; the LLM joins in a later issue).
+"""Node ``diagnose``: name the failure from the evidence, rules first, the LLM where it adds value.
+
+``AEGIS_LLM_MODE``: ``off`` never asks the model; ``fallback`` (default) asks it only
+when no rule is sure (unknown, or below ``AEGIS_LLM_MIN_CONFIDENCE``) and keeps the
+rules' answer when the model is down, slow, wrong or less sure; ``explain`` also has
+it explain a rules diagnosis in plain language; ``only`` lets the model diagnose alone
+(to evaluate a model on the scenarios). Every call is recorded on the Incident.
 
 K8sGPT may report a moment of a rollout that is still settling (a new pod pulling
 its image, endpoints not ready yet). When no rule recognises the evidence and the
@@ -15,6 +21,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from aegis import models, rules
+from aegis.llm import advisor
 from graph import context, recording, state
 
 SETTLE_LOOKS = 4
@@ -36,20 +43,76 @@ def settling(evidence: models.Evidence) -> bool:
 
 async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> dict[str, Any]:
     deps = runtime.context
+    llm_mode = deps.settings.llm_mode if deps.advisor is not None else "off"
     evidence = models.Evidence.model_validate(current["evidence"])
-    diagnosis = rules.diagnose(evidence)
+    diagnosis = _rules(evidence, llm_mode)
     looks = 0
     while diagnosis.category == "unknown" and settling(evidence) and looks < SETTLE_LOOKS:
         looks += 1
         await asyncio.sleep(deps.settings.settle_seconds)
         incident = models.Incident.model_validate(current["incident"])
         evidence = await deps.gatherer.gather(incident, list(current.get("hints", [])), deps.clock())
-        diagnosis = rules.diagnose(evidence)
+        diagnosis = _rules(evidence, llm_mode)
+    diagnosis, calls, llm_error, llm_note = await _consult(deps, current, evidence, diagnosis, llm_mode)
     by = f"rule {diagnosis.rule}" if diagnosis.rule else diagnosis.source
     waited = f" (after {looks} more look(s) while the workload settled)" if looks else ""
     message = f"{diagnosis.category} (confidence {diagnosis.confidence:.2f}, {by}){waited}: {diagnosis.summary}"
-    line = await recording.record(deps, current, "diagnose", message, diagnosis=diagnosis.dump())
-    update: dict[str, Any] = {"diagnosis": diagnosis.dump(), "timeline": [line]}
+    status: dict[str, Any] = {"diagnosis": diagnosis.dump()}
+    if calls:
+        status["llm"] = advisor.summary([*current.get("llm_calls", []), *calls])
+    line = await recording.record(deps, current, "diagnose", message + llm_note, **status)
+    update: dict[str, Any] = {"diagnosis": diagnosis.dump(), "timeline": [line], "llm_calls": calls}
+    if llm_error:
+        update["llm_error"] = llm_error
     if looks:
         update["evidence"] = evidence.dump()
     return update
+
+
+def _rules(evidence: models.Evidence, llm_mode: str) -> models.Diagnosis:
+    if llm_mode == "only":
+        return models.Diagnosis(
+            category="unknown", summary="AEGIS_LLM_MODE=only: the rules stand aside.", confidence=0.0, source="rules"
+        )
+    return rules.diagnose(evidence)
+
+
+def wants_llm(diagnosis: models.Diagnosis, llm_mode: str, min_confidence: float) -> bool:
+    """Whether the model is asked to diagnose: always in ``only`` mode, else when no rule is sure."""
+    if llm_mode == "off":
+        return False
+    return llm_mode == "only" or diagnosis.category == "unknown" or diagnosis.confidence < min_confidence
+
+
+async def _consult(
+    deps: context.Deps,
+    current: state.IncidentState,
+    evidence: models.Evidence,
+    diagnosis: models.Diagnosis,
+    llm_mode: str,
+) -> tuple[models.Diagnosis, list[dict[str, Any]], str, str]:
+    """(diagnosis to keep, calls made, why the model could not help, a note for the timeline)."""
+    if llm_mode == "off":
+        return diagnosis, [], "", ""
+    incident = models.Incident.model_validate(current["incident"])
+    if wants_llm(diagnosis, llm_mode, deps.settings.llm_min_confidence):
+        advice = await deps.advisor.diagnose(incident, evidence)
+        calls = [c.dump() for c in advice.calls]
+        found = advice.value
+        if found is None:
+            kept = "no diagnosis" if llm_mode == "only" else "the rules' answer stands"
+            if diagnosis.category == "unknown":
+                diagnosis = diagnosis.model_copy(
+                    update={"summary": f"{diagnosis.summary} The LLM could not help: {advice.error}."[:2000]}
+                )
+            return diagnosis, calls, advice.error, f" [LLM: {advice.error}; {kept}]"
+        if llm_mode == "only" or (found.category != "unknown" and found.confidence > diagnosis.confidence):
+            return found, calls, "", f" [LLM diagnosis; rules said {diagnosis.category}]"
+        return diagnosis, calls, "", f" [LLM said {found.category} at {found.confidence:.2f}; the rules' answer stands]"
+    if llm_mode == "explain" and diagnosis.category != "unknown":
+        advice = await deps.advisor.explain(incident, evidence, diagnosis)
+        calls = [c.dump() for c in advice.calls]
+        if advice.value:
+            return diagnosis.model_copy(update={"explanation": advice.value}), calls, "", " [explained by the LLM]"
+        return diagnosis, calls, advice.error, f" [LLM explanation unavailable: {advice.error}]"
+    return diagnosis, [], "", ""

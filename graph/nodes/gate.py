@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from aegis import models, policy
+from aegis import actions, models, policy
 from graph import context, recording, state, targets
 
 MAX_REVERIFY = 3
@@ -42,6 +42,22 @@ async def _unchanged(deps: context.Deps, incident: models.Incident, verified: di
     return bool(live) and {k: v for k, v in targets.identity(live).items()} == {
         k: verified.get(k) for k in ("uid", "spec")
     }
+
+
+async def _rendered(
+    deps: context.Deps, incident: models.Incident, current: state.IncidentState
+) -> list[dict[str, Any]] | None:
+    """The verified plan rendered against the live objects (patches and pre-images), for the approval
+    message's diff; None when there is no notifier or it cannot be rendered (the message then has no diff)."""
+    if deps.notifier is None or not getattr(deps.notifier, "enabled", True):
+        return None
+    try:
+        evidence = models.Evidence.model_validate(current["evidence"])
+        plan = models.Plan.model_validate(current["chosen"])
+        objects, _, ctx = await targets.live_objects(deps, incident, evidence)
+        return [actions.render(a, objects[f"{a.target.kind}/{a.target.name}"], ctx).dump() for a in plan.actions]
+    except Exception:  # only the message's diff depends on it
+        return None
 
 
 async def _reset_approval(deps: context.Deps, incident: models.Incident) -> None:
@@ -84,6 +100,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         now=deps.clock(),
         last_apply_on_target=last_apply,
         applies_last_hour=recent,
+        source=plan.source,
     )
     judgement = policy.judge(deps.policy, facts)
     now = deps.clock()
@@ -119,6 +136,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             phase="AwaitingApproval",
             decision=pending.dump(),
         )
+        await recording.notify(deps, current, "awaiting-approval", await _rendered(deps, incident, current))
     answer = interrupt(
         {"incident": f"{incident.namespace}/{incident.name}", "plan": plan.dump(), "reason": judgement.reason}
     )

@@ -1,4 +1,4 @@
-"""Node ``report``: write the final phase, reason and findings onto the Incident."""
+"""Node ``report``: write the final phase, reason and findings onto the Incident, and notify the webhook."""
 
 from __future__ import annotations
 
@@ -45,4 +45,5 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     if current.get("diagnosis"):
         status["diagnosis"] = current["diagnosis"]
     line = await recording.record(runtime.context, current, "report", f"{phase}: {reason}", **status)
+    await recording.notify(runtime.context, current, "ended")
     return {"phase": phase, "reason": reason, "timeline": [line]}
