@@ -411,6 +411,7 @@ def run(
         shadow_timeout_seconds=max(240 / speed, 15),
         confirm_timeout_seconds=max(600 / speed, 30),
         confirm_stability_seconds=60 / speed,
+        approval_timeout_seconds=3600,  # wall-clock and unscaled: a human at the terminal may take minutes
     )
     logging.basicConfig(
         filename=work / "operator.log",

@@ -45,14 +45,17 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     deps = runtime.context
     llm_mode = deps.settings.llm_mode if deps.advisor is not None else "off"
     evidence = models.Evidence.model_validate(current["evidence"])
-    diagnosis = _rules(evidence, llm_mode)
+    diagnosis = rules.diagnose(evidence)
     looks = 0
+    # Whether the failure has shown itself is the rules' call in every mode, also when the model diagnoses.
     while diagnosis.category == "unknown" and settling(evidence) and looks < SETTLE_LOOKS:
         looks += 1
         await asyncio.sleep(deps.settings.settle_seconds)
         incident = models.Incident.model_validate(current["incident"])
         evidence = await deps.gatherer.gather(incident, list(current.get("hints", [])), deps.clock())
-        diagnosis = _rules(evidence, llm_mode)
+        diagnosis = rules.diagnose(evidence)
+    if llm_mode == "only":
+        diagnosis = _stand_aside()
     diagnosis, calls, llm_error, llm_note = await _consult(deps, current, evidence, diagnosis, llm_mode)
     by = f"rule {diagnosis.rule}" if diagnosis.rule else diagnosis.source
     waited = f" (after {looks} more look(s) while the workload settled)" if looks else ""
@@ -69,12 +72,10 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     return update
 
 
-def _rules(evidence: models.Evidence, llm_mode: str) -> models.Diagnosis:
-    if llm_mode == "only":
-        return models.Diagnosis(
-            category="unknown", summary="AEGIS_LLM_MODE=only: the rules stand aside.", confidence=0.0, source="rules"
-        )
-    return rules.diagnose(evidence)
+def _stand_aside() -> models.Diagnosis:
+    return models.Diagnosis(
+        category="unknown", summary="AEGIS_LLM_MODE=only: the rules stand aside.", confidence=0.0, source="rules"
+    )
 
 
 def wants_llm(diagnosis: models.Diagnosis, llm_mode: str, min_confidence: float) -> bool:
