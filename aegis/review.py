@@ -34,7 +34,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from aegis import actions, models
+from aegis import actions, expiry, models
 
 AWAITING = "AwaitingApproval"
 
@@ -119,21 +119,8 @@ def _stamp(at: datetime.datetime | None) -> str:
 
 
 def waiting_since(incident: Mapping[str, Any]) -> datetime.datetime | None:
-    """When the incident began to wait for a human (None unless it is AwaitingApproval).
-
-    The gate writes a ``waiting for approval`` timeline line when it starts to wait and a pending
-    decision stamped with the same moment; the line is preferred (it survives later decisions).
-    """
-    status = incident.get("status") or {}
-    if status.get("phase") != AWAITING:
-        return None
-    for line in reversed(status.get("timeline") or []):
-        if line.get("stage") == "gate" and str(line.get("message", "")).startswith("waiting for approval"):
-            return parse_time(line.get("at"))
-    decision = status.get("decision") or {}
-    if decision.get("outcome", "pending") == "pending":
-        return parse_time(decision.get("at"))
-    return None
+    """When the incident began to wait for a human (None unless it is AwaitingApproval); see ``aegis.expiry``."""
+    return expiry.waiting_since(incident)
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -486,7 +473,7 @@ def screen(
     parts += _diagnosis(status)
     parts += _plan(incident, objects, replica_sets=replica_sets, now=now)
     parts += _verification(status)
-    parts += _decision(status)
+    parts += _decision(status, now)
     parts += _outcome(status)
     parts += _timeline(status)
     if phase == AWAITING:
@@ -508,6 +495,8 @@ def _diagnosis(status: Mapping[str, Any]) -> list[RenderableType]:
         how += f": {diagnosis['rule']}"
     out.append(_field("category", f"{diagnosis.get('category', 'unknown')} ({how})"))
     out.append(_field("summary", str(diagnosis.get("summary", ""))))
+    if diagnosis.get("explanation"):
+        out.append(_field("explained", str(diagnosis["explanation"])))
     evidence = diagnosis.get("evidence") or []
     if evidence:
         out.append(Text("  evidence:", style="bold"))
@@ -589,7 +578,7 @@ _VERDICTS = {
 }
 
 
-def _decision(status: Mapping[str, Any]) -> list[RenderableType]:
+def _decision(status: Mapping[str, Any], now: datetime.datetime) -> list[RenderableType]:
     decision = status.get("decision") or {}
     out: list[RenderableType] = [_heading("Policy")]
     if not decision:
@@ -603,6 +592,10 @@ def _decision(status: Mapping[str, Any]) -> list[RenderableType]:
         outcome += f" by {decision['by']} ({verified})"
     at = parse_time(decision.get("at"))
     out.append(_field("decision", outcome + (f" at {_stamp(at)}" if at else "")))
+    expires = parse_time(decision.get("expiresAt"))
+    if expires and decision.get("outcome", "pending") == "pending":
+        left = f"in {duration((expires - now).total_seconds())}" if expires > now else "now"
+        out.append(_field("expires at", f"{_stamp(expires)} ({left}; unanswered, it ends Expired, nothing applied)"))
     return out
 
 

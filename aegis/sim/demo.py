@@ -58,6 +58,7 @@ class Report:
     healed: bool | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     llm_calls: int = 0
+    llm: dict[str, Any] = dataclasses.field(default_factory=dict)  # status.llm totals: tokens, latency, sizes
     extra_incidents: list[str] = dataclasses.field(default_factory=list)
     attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     spec_at_detection: str | None = None
@@ -114,6 +115,7 @@ class Report:
             "healed": self.healed,
             "timings": self.timings,
             "llm_calls": self.llm_calls,
+            "llm": self.llm,
             "expected": dataclasses.asdict(self.expected),
             "checks": self.checks(),
             "met": self.met,
@@ -243,6 +245,11 @@ async def _observe(
             report.applied = bool((status.get("outcome") or {}).get("applied"))
             report.healed = (status.get("outcome") or {}).get("healed")
             report.llm_calls = int((status.get("llm") or {}).get("calls") or 0)
+            report.llm = {k: v for k, v in (status.get("llm") or {}).items() if k != "history"}
+            history = (status.get("llm") or {}).get("history") or []
+            if history:
+                report.llm["maxPromptChars"] = max(int(c.get("promptChars") or 0) for c in history)
+                report.llm["maxAnswerChars"] = max(int(c.get("answerChars") or 0) for c in history)
             if (
                 report.phase == "AwaitingApproval"
                 and (incident["spec"].get("approval") or {}).get("decision", "Pending") == "Pending"

@@ -154,3 +154,26 @@ def test_when_the_model_fails_the_incident_still_ends_with_the_reason(
     assert why in status["diagnosis"]["summary"]
     assert status["llm"]["failed"] >= 1
     assert any(why in line["message"] for line in status["timeline"])
+
+
+def test_explain_mode_adds_plain_language_to_a_rules_diagnosis(
+    kube: Kube, api: kubernetes.client.ApiClient, sim: server.EmulatedCluster, tmp_path: pathlib.Path
+) -> None:
+    explanation = "The new release cannot work with the database schema it finds, so it stops at start-up."
+
+    def respond(request: dict[str, Any]) -> Reply:
+        assert request["format"]["title"] == "ExplanationSchema", "a sure rules diagnosis is explained, not redone"
+        return json_reply({"explanation": explanation})
+
+    with FakeOllama(respond) as fake:
+        operator = start(sim, tmp_path, fake.url, "explain")
+        try:
+            arrange(kube, api, sim)
+            [incident] = wait_for(lambda: diagnosed(kube), 40, what="a Diagnosed incident")
+        finally:
+            operator.stop()
+    diagnosis = incident["status"]["diagnosis"]
+    assert diagnosis["source"] == "rules" and diagnosis["category"] == "app-crash"
+    assert diagnosis["explanation"] == explanation
+    assert incident["status"]["llm"]["calls"] == 1
+    assert SECRET_VALUE not in fake.bodies()
