@@ -52,6 +52,9 @@ class Settings(pydantic_settings.BaseSettings):
     llm_max_prompt_chars: int = pydantic.Field(
         default=6000, ge=1000, le=200_000, description="Budget of the evidence section of a prompt (characters)."
     )
+    llm_concurrency: int = pydantic.Field(
+        default=1, ge=1, le=32, description="LLM calls in flight at once (a CPU-hosted Ollama answers one at a time)."
+    )
     llm_num_ctx: int = pydantic.Field(default=4096, ge=512, le=131072, description="Ollama context window (tokens).")
     llm_cache_size: int = pydantic.Field(default=256, ge=0, le=100_000, description="Answers kept (0: no cache).")
     llm_cache_ttl_seconds: float = pydantic.Field(default=3600.0, ge=0, description="How long an answer is reused.")
@@ -122,10 +125,65 @@ class Settings(pydantic_settings.BaseSettings):
     notify_timeout_seconds: float = pydantic.Field(default=5.0, gt=0, le=120)
     max_applies_per_hour: int = pydantic.Field(default=10, ge=0)
 
+    # --- Admission webhook (who approved, as the API server saw it) ---
+    admission_webhook: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Run Kopf's admission webhook server and keep a MutatingWebhookConfiguration up to date: every "
+            "approval of an Incident is then stamped with the requesting user from the API server's view. Off: "
+            "approvals are recorded as 'unverified' (the emulated cluster runs no webhooks)."
+        ),
+    )
+    admission_addr: str = pydantic.Field(default="0.0.0.0", description="Address the webhook server listens on.")
+    admission_port: int = pydantic.Field(default=9443, ge=1, le=65535, description="Port of the webhook server.")
+    admission_host: str | None = pydantic.Field(
+        default=None,
+        description="Host the API server reaches the webhook at (URL mode; also named in a self-signed certificate).",
+    )
+    admission_service: str = pydantic.Field(
+        default="",
+        pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[0-9]{1,5})?$",
+        description=(
+            "'<namespace>/<name>[:port]' of the Service in front of the operator: the webhook configuration then "
+            "points at the Service (port 443 unless given) instead of a URL. Empty: URL mode."
+        ),
+    )
+    admission_cert_file: pathlib.Path | None = pydantic.Field(
+        default=None, description="Server certificate (PEM, e.g. a cert-manager Secret). Unset: self-signed."
+    )
+    admission_key_file: pathlib.Path | None = pydantic.Field(
+        default=None, validate_default=True, description="Its private key (PEM)."
+    )
+    admission_ca_file: pathlib.Path | None = pydantic.Field(
+        default=None, description="CA bundle put into the webhook configuration (default: the certificate itself)."
+    )
+    admission_insecure: bool = pydantic.Field(
+        default=False, description="Serve plain HTTP (local testing only: an API server requires HTTPS)."
+    )
+    admission_configuration: str = pydantic.Field(
+        default="aegis.dev",
+        pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Name of the MutatingWebhookConfiguration AEGIS manages (empty: configured by hand).",
+    )
+
     # --- Evidence ---
     evidence_max_events: int = pydantic.Field(default=20, ge=1, le=500)
     evidence_max_pods: int = pydantic.Field(default=10, ge=1, le=200)
     evidence_log_lines: int = pydantic.Field(default=20, ge=0, le=1000)
+
+    @pydantic.field_validator("admission_key_file")
+    @classmethod
+    def _key_with_cert(cls, value: pathlib.Path | None, info: pydantic.ValidationInfo) -> pathlib.Path | None:
+        if (value is None) != (info.data.get("admission_cert_file") is None):
+            raise ValueError(f"{ENV_PREFIX}ADMISSION_CERT_FILE and {ENV_PREFIX}ADMISSION_KEY_FILE go together")
+        return value
+
+    @pydantic.field_validator("admission_insecure")
+    @classmethod
+    def _insecure_without_cert(cls, value: bool, info: pydantic.ValidationInfo) -> bool:
+        if value and info.data.get("admission_cert_file") is not None:
+            raise ValueError(f"plain HTTP takes no certificate ({ENV_PREFIX}ADMISSION_CERT_FILE is set)")
+        return value
 
     @pydantic.field_validator("namespace_modes", mode="before")
     @classmethod

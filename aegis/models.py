@@ -332,6 +332,7 @@ class Decision(_Model):
     identity_verified: bool = pydantic.Field(default=False, alias="identityVerified")
     reason: str = ""
     at: datetime.datetime | None = None
+    expires_at: datetime.datetime | None = pydantic.Field(default=None, alias="expiresAt")  # an unanswered ask ends
 
 
 class Outcome(_Model):

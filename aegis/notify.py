@@ -24,7 +24,6 @@ import datetime
 import difflib
 import json
 import logging
-import shlex
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
-from aegis import config, redact
+from aegis import approvals, config, redact
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +116,6 @@ def _describe(action: Mapping[str, Any]) -> str:
     return text + (f": {params}" if params else "")
 
 
-def commands(name: str, namespace: str) -> dict[str, str]:
-    """The exact commands that answer an approval request."""
-    n, ns = shlex.quote(name), shlex.quote(namespace)
-    body = json.dumps({"spec": {"approval": {"decision": "Approved"}}}, separators=(",", ":"))
-    return {
-        "approve": f"aegis approve {n} -n {ns}",
-        "reject": f'aegis reject {n} -n {ns} --reason "<why>"',
-        "kubectl": f"kubectl patch incident {n} -n {ns} --type merge -p '{body}'",
-    }
-
-
 def _redacted(value: Any) -> Any:
     if isinstance(value, str):
         return redact.text(value)
@@ -170,7 +158,7 @@ def build_message(
     reason = str(status.get("reason") or (status.get("decision") or {}).get("reason") or "")
     if event == "awaiting-approval":
         title = f"A verified fix for {target} waits for approval"
-        cmds: dict[str, str | None] = dict(commands(name, namespace))
+        cmds: dict[str, str | None] = dict(approvals.commands(name, namespace))
     else:
         title = f"Incident {namespace}/{name} ended: {phase}"
         cmds = {"approve": None, "reject": None, "kubectl": None}
@@ -194,6 +182,8 @@ def build_message(
         "verification": shadow,
         "diff": diff(results),
         **cmds,
+        # until when the fix waits for a decision (then the incident ends Expired); None once it ended
+        "expiresAt": (status.get("decision") or {}).get("expiresAt") if event == "awaiting-approval" else None,
         "at": (now or datetime.datetime.now(tz=datetime.UTC)).isoformat(),
     }
     return _redacted(message)
@@ -242,6 +232,8 @@ def slack(message: Mapping[str, Any]) -> dict[str, Any]:
         facts.append(f"*Reason:* {e(message['reason'])}")
     if message.get("verification"):
         facts.append(f"*Shadow verification:* {e(message['verification'])}")
+    if message.get("expiresAt"):
+        facts.append(f"*Decide by:* {e(str(message['expiresAt']))} (unanswered, the incident ends Expired)")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(message["title"], SLACK_HEADER_LIMIT)}},
         _section("\n".join(facts)),

@@ -34,7 +34,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from aegis import actions, expiry, models
+from aegis import actions, approvals, expiry, models
 
 AWAITING = "AwaitingApproval"
 
@@ -80,17 +80,7 @@ _MERGE_KEYS: dict[str, tuple[str, ...]] = {
 # --- time ----------------------------------------------------------------------------------------
 
 
-def parse_time(value: Any) -> datetime.datetime | None:
-    """An RFC 3339 timestamp as the API writes it (``...Z`` or with an offset), or None."""
-    if isinstance(value, datetime.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+parse_time = expiry.parse_time  # one reader of the API's timestamps
 
 
 def duration(seconds: float) -> str:
@@ -394,8 +384,7 @@ def _params(params: Mapping[str, Any]) -> str:
 def commands(incident: Mapping[str, Any]) -> list[str]:
     """The exact commands that approve or reject this incident's fix."""
     meta = incident.get("metadata") or {}
-    where = f"{meta.get('name')} -n {meta.get('namespace')}"
-    return [f'aegis approve {where} --reason "..."', f'aegis reject {where} --reason "..."']
+    return list(approvals.commands(str(meta.get("name")), str(meta.get("namespace"))).values())
 
 
 def _heading(title: str) -> Text:

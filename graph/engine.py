@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from langgraph.types import Command
 
-from aegis import config, k8sgpt, models, shadow
+from aegis import approvals, config, expiry, k8sgpt, models, shadow
 from aegis.kube import client, incidents
 from graph import context
 
@@ -261,12 +261,15 @@ class Engine:
 
     # --- janitor ---------------------------------------------------------------------------------
 
-    def start_janitor(self, interval: float = 60.0) -> None:
-        """Delete shadow namespaces past their expiry (left by a crash mid-verification), every ``interval``.
+    def start_janitor(self, interval: float | None = None) -> None:
+        """Every ``interval`` (default: a tenth of the approval timeout, at most 60 s), delete shadow namespaces
+        past their expiry (left by a crash mid-verification) and end approvals nobody gave in time.
 
         A plain loop rather than a Kopf timer: a timer would put a Kopf finalizer on every shadow
         namespace, and with the operator gone they would never finish terminating.
         """
+        if interval is None:
+            interval = sweep_interval(self.settings.approval_timeout_seconds)
         if self._janitor is None or self._janitor.done():
             self._janitor = asyncio.create_task(self._sweep(interval), name="aegis:janitor")
 
@@ -279,31 +282,62 @@ class Engine:
                         await self.cluster.delete_namespace(ns["metadata"]["name"])
             except client.ClusterError as exc:
                 logger.warning("shadow janitor: %s", exc)
+            try:
+                await self.expire_approvals()
+            except Exception as exc:  # the sweep must outlive any one failure; the next round tries again
+                logger.warning("approval expiry: %s", _describe(exc))
             await asyncio.sleep(interval)
+
+    async def expire_approvals(self) -> list[str]:
+        """Resume every wait for approval that is past its deadline with the answer "Expired".
+
+        The deadline comes from the Incident as stored (when the wait began), so it holds across restarts.
+        Returns the incidents ("namespace/name") whose expiry was started.
+        """
+        timeout = self.settings.approval_timeout_seconds
+        now = self.deps.clock()
+        started = []
+        for obj in await self.store.list():
+            if incidents.phase_of(obj) != expiry.AWAITING or not expiry.overdue(obj, timeout, now):
+                continue
+            if refuse(obj, self.settings):
+                continue
+            meta = obj.get("metadata") or {}
+            logger.info("approval of Incident %s/%s expired", meta.get("namespace"), meta.get("name"))
+            if await self._ensure_running(obj, expire=True):
+                started.append(f"{meta.get('namespace')}/{meta.get('name')}")
+        return started
 
     # --- workflow runs ---------------------------------------------------------------------------
 
-    async def _ensure_running(self, obj: dict[str, Any]) -> None:
+    async def _ensure_running(self, obj: dict[str, Any], expire: bool = False) -> bool:
+        """Start a run of this Incident's thread unless one is running; True if one was started.
+
+        ``expire``: a wait for approval past its deadline is answered "Expired" (unless a human answered).
+        """
         if self._closing or incidents.phase_of(obj) in models.TERMINAL_PHASES:
-            return
+            return False
         try:
             incident = incidents.incident_from_object(obj)
         except (KeyError, ValueError) as exc:
             logger.warning("Incident %s is malformed, not running it: %s", obj.get("metadata", {}).get("name"), exc)
-            return
+            return False
         task = self._tasks.get(incident.thread_id)
         if task is not None and not task.done():
-            return
+            return False  # (an expiry is tried again at the next sweep)
         approval = dict((obj.get("spec") or {}).get("approval") or {})
-        task = asyncio.create_task(self._run(incident, approval), name=f"aegis:{incident.thread_id}")
+        task = asyncio.create_task(self._run(incident, approval, expire), name=f"aegis:{incident.thread_id}")
         self._tasks[incident.thread_id] = task
         task.add_done_callback(lambda t, key=incident.thread_id: self._forget(key, t))
+        return True
 
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
 
-    async def _run(self, incident: models.Incident, approval: dict[str, Any] | None = None) -> None:
+    async def _run(
+        self, incident: models.Incident, approval: dict[str, Any] | None = None, expire: bool = False
+    ) -> None:
         """Start, resume or finish this incident's thread; transient errors resume it from its checkpoint."""
         config_ = {"configurable": {"thread_id": incident.thread_id}}
         attempt = 0
@@ -314,7 +348,9 @@ class Engine:
                     if snapshot.values and not snapshot.next:
                         return  # finished before (e.g. a duplicate event after a restart)
                     payload: Any = None if snapshot.values else self._initial_state(incident)
-                    if snapshot.interrupts:
+                    if snapshot.interrupts and expire and await self._unanswered(incident):
+                        payload = Command(resume={"decision": expiry.EXPIRED})  # the gate ends it Expired
+                    elif snapshot.interrupts:
                         latest = await self.store.get(incident.namespace, incident.name)
                         approval = ((latest or {}).get("spec") or {}).get("approval") or approval or {}
                         decision = (approval or {}).get("decision", "Pending")
@@ -324,8 +360,13 @@ class Engine:
                             resume={
                                 "decision": decision,
                                 "reason": (approval or {}).get("reason", ""),
-                                "by": (approval or {}).get("approvedBy") or "unverified",
-                                "verified": False,
+                                # who: verified only from this operator's own admission stamp (aegis.approvals)
+                                **approvals.approver(
+                                    approval,
+                                    namespace=incident.namespace,
+                                    name=incident.name,
+                                    secret=approvals.secret_for(self.settings),
+                                ),
                             }
                         )
                     await asyncio.wait_for(
@@ -359,6 +400,12 @@ class Engine:
                         return
             await asyncio.sleep(RUN_RETRIES[attempt])
             attempt += 1
+
+    async def _unanswered(self, incident: models.Incident) -> bool:
+        """Whether the Incident's spec.approval still holds no answer (an answer given in time wins over expiry)."""
+        latest = await self.store.get(incident.namespace, incident.name)
+        decision = (((latest or {}).get("spec") or {}).get("approval") or {}).get("decision") or "Pending"
+        return latest is not None and decision not in ("Approved", "Rejected")
 
     def _initial_state(self, incident: models.Incident) -> dict[str, Any]:
         hints = [text for source in incident.sources for text in source.texts]
@@ -396,6 +443,11 @@ class Engine:
         self._seen.move_to_end(key)
         while len(self._seen) > _SEEN_LIMIT:
             self._seen.popitem(last=False)
+
+
+def sweep_interval(approval_timeout_seconds: float) -> float:
+    """How often the janitor looks for expired approvals: a tenth of the timeout, between 0.5 and 60 seconds."""
+    return min(60.0, max(approval_timeout_seconds / 10, 0.5))
 
 
 def refuse(obj: dict[str, Any], settings: config.Settings) -> str | None:

@@ -33,7 +33,7 @@ async def record(
             "kind": target["kind"],
             "metadata": {"name": target["name"], "namespace": target["namespace"], "uid": target.get("uid")},
         }
-        failed = stage == "rollback" or status.get("phase") in ("Escalated", "Failed", "Rejected")
+        failed = stage == "rollback" or status.get("phase") in ("Escalated", "Failed", "Rejected", "Expired")
         await deps.cluster.event(
             involved,
             "Warning" if failed else "Normal",

@@ -3,6 +3,10 @@
 A test or the demo may put a ready ``engine`` into the memo (``kopf.Memo(engine=...)``);
 then nothing is built here. Invalid settings stop the operator at start-up with a
 message naming the variable.
+
+The admission webhook (``handlers.admission``) is served, and its
+MutatingWebhookConfiguration managed, only when ``AEGIS_ADMISSION_WEBHOOK`` is on;
+otherwise Kopf gets a server that never listens, and approvals stay unverified.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Any
 
 import kopf
 
-from aegis import config
+from aegis import approvals, config
+from aegis.kube import webhook
 from graph import runtime
 
 
@@ -23,12 +28,14 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     if memo.get("engine") is not None:
+        _admission(settings, memo, getattr(memo.engine, "settings", None), logger)
         memo.engine.start_janitor()
         return
     try:
         aegis_settings = config.load_settings()
     except config.SettingsError as exc:
         raise kopf.PermanentError(str(exc)) from None
+    _admission(settings, memo, aegis_settings, logger)
     stack = contextlib.AsyncExitStack()
     the_runtime = await stack.enter_async_context(runtime.open_runtime(aegis_settings))
     memo.exit_stack = stack
@@ -39,6 +46,33 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
         aegis_settings.state_db,
         aegis_settings.max_concurrent_incidents,
         ", ".join(aegis_settings.ignore_namespaces) or "none",
+    )
+
+
+def _admission(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    aegis_settings: Any,
+    logger: logging.Logger,
+) -> None:
+    """Serve the approver-stamping webhook (and manage its configuration) only when it is switched on."""
+    if not isinstance(aegis_settings, config.Settings) or not aegis_settings.admission_webhook:
+        settings.admission.server = webhook.disabled
+        settings.admission.managed = None
+        return
+    try:
+        webhook.check(aegis_settings)
+        memo.admission_secret = approvals.secret_for(aegis_settings)
+    except (OSError, ValueError, webhook.MissingCryptography) as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    settings.admission.server = webhook.server(aegis_settings)
+    settings.admission.managed = aegis_settings.admission_configuration or None
+    logger.info(
+        "admission webhook on port %d%s: approvers are recorded as the API server authenticated them",
+        aegis_settings.admission_port,
+        f", managing MutatingWebhookConfiguration {aegis_settings.admission_configuration}"
+        if aegis_settings.admission_configuration
+        else " (its MutatingWebhookConfiguration is managed by hand)",
     )
 
 

@@ -44,6 +44,8 @@ class FakeOllama:
         self.responder: Responder = responder or (lambda _request: Reply(content="{}"))
         self.models = ["llama3.2:latest"] if models is None else models
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at once
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -66,8 +68,13 @@ class FakeOllama:
         body = await request.json()
         self.requests.append(body)
         reply = self.responder(body)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            self.in_flight -= 1
         if reply.status != 200:
             return web.json_response({"error": f"fake ollama: HTTP {reply.status}"}, status=reply.status)
         model = body.get("model", "")

@@ -122,6 +122,7 @@ class Advisor:
         self.settings = settings
         self.chat_factory = chat_factory
         self.cache = answers_cache or cache.AnswerCache(settings.llm_cache_size, settings.llm_cache_ttl_seconds)
+        self._slots: asyncio.Semaphore | None = None  # made on first use, in the loop that uses it
 
     @property
     def mode(self) -> str:
@@ -264,6 +265,13 @@ class Advisor:
         return None, calls, f"the model's answer was invalid twice ({calls[-1].error})"
 
     async def _invoke(self, purpose: answers.Purpose, messages: list[BaseMessage]) -> AIMessage:
+        """One call, once a slot is free: queued calls do not eat each other's timeouts."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.settings.llm_concurrency)
+        async with self._slots:
+            return await self._invoke_now(purpose, messages)
+
+    async def _invoke_now(self, purpose: answers.Purpose, messages: list[BaseMessage]) -> AIMessage:
         chat = self.chat_factory(self.settings, ANSWER_TOKENS[purpose])
         structured = chat.with_structured_output(answers.SCHEMAS[purpose], method="json_schema", include_raw=True)
         deadline = self.settings.llm_timeout_seconds * 2 + 5  # connect + read timeouts, then a hard stop

@@ -2,7 +2,9 @@
 
 The node runs again from its first line when the approval resumes it, so what it
 does before ``interrupt()`` is idempotent: the AwaitingApproval status is written
-only if the Incident does not show it yet.
+only if the Incident does not show it yet. A wait that outlives
+AEGIS_APPROVAL_TIMEOUT_SECONDS is resumed by the engine's sweep with the answer
+``{"decision": "Expired"}``: the incident ends Expired and nothing is applied.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from aegis import actions, models, policy
+from aegis import actions, approvals, expiry, models, policy
 from graph import context, recording, state, targets
 
 MAX_REVERIFY = 3
@@ -65,8 +67,22 @@ async def _reset_approval(deps: context.Deps, incident: models.Incident) -> None
     await deps.incidents.update_spec(
         incident.namespace,
         incident.name,
-        lambda _: {"approval": {"decision": "Pending", "reason": ""}},
+        # (and no approver: a name from an earlier answer is not this answer's; see aegis.approvals)
+        lambda _: {"approval": {"decision": "Pending", "reason": "", **dict.fromkeys(approvals.FIELDS)}},
     )
+
+
+def outcome_of(answer: Any) -> str:
+    """The decision outcome a resume answer means: approved, expired, or (anything else) rejected."""
+    decision = str((answer or {}).get("decision") if isinstance(answer, dict) else answer)
+    return {"Approved": "approved", expiry.EXPIRED: "expired"}.get(decision, "rejected")
+
+
+def expired(incident: models.Incident, timeout_seconds: float, now: datetime.datetime) -> dict[str, Any]:
+    """The state update (and status) of an approval nobody gave in time: phase Expired, outcome expired."""
+    reason = expiry.expired_reason(incident.name, incident.namespace, timeout_seconds)
+    decision = models.Decision(verdict="ask", outcome="expired", reason=reason, at=now)
+    return {"decision": decision.dump(), "reverify": False, "phase": "Expired", "reason": reason}
 
 
 async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> dict[str, Any]:
@@ -82,7 +98,10 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             line = await recording.record(deps, current, "gate", reason)
             return {"reverify": False, "phase": "Escalated", "reason": reason, "timeline": [line]}
         await _reset_approval(deps, incident)
-        line = await recording.record(deps, current, "gate", "the target changed since verification: verifying again")
+        # Phase Verifying (not AwaitingApproval): when the gate comes back, it asks a new question with a new deadline.
+        line = await recording.record(
+            deps, current, "gate", "the target changed since verification: verifying again", phase="Verifying"
+        )
         return {
             "reverify": True,
             "reverifications": current.get("reverifications", 0) + 1,
@@ -123,7 +142,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         )
         return {"decision": decision.dump(), "reverify": False, "timeline": [line]}
 
-    pending = models.Decision(verdict="ask", outcome="pending", reason=judgement.reason, at=now)
+    expires = now + datetime.timedelta(seconds=deps.settings.approval_timeout_seconds)
+    pending = models.Decision(verdict="ask", outcome="pending", reason=judgement.reason, at=now, expiresAt=expires)
     shown = await deps.incidents.get(incident.namespace, incident.name)
     if ((shown or {}).get("status") or {}).get("phase") != "AwaitingApproval":
         await _reset_approval(deps, incident)  # an answer given before this question is not an answer to it
@@ -140,7 +160,14 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     answer = interrupt(
         {"incident": f"{incident.namespace}/{incident.name}", "plan": plan.dump(), "reason": judgement.reason}
     )
-    approved = str((answer or {}).get("decision")) == "Approved"
+    outcome = outcome_of(answer)
+    if outcome == "expired":
+        update = expired(incident, deps.settings.approval_timeout_seconds, deps.clock())
+        status = {k: update[k] for k in ("decision", "phase", "reason")}
+        waited = expiry.span(deps.settings.approval_timeout_seconds)
+        line = await recording.record(deps, current, "gate", f"approval expired: no decision within {waited}", **status)
+        return {**update, "timeline": [line]}
+    approved = outcome == "approved"
     decision = models.Decision(
         verdict="ask",
         outcome="approved" if approved else "rejected",
@@ -149,7 +176,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         reason=str((answer or {}).get("reason") or ""),
         at=deps.clock(),
     )
-    who = f"{decision.by}{'' if decision.identity_verified else ' (identity unverified)'}"
+    by = decision.by or "unverified"
+    who = by if decision.identity_verified or by.startswith("unverified") else f"{by} (identity unverified)"
     message = f"{'approved' if approved else 'rejected'} by {who}" + (f": {decision.reason}" if decision.reason else "")
     if approved and not await _unchanged(deps, incident, current.get("verified") or {}):
         # The approval was for the object as verified: the next verification needs a new one.

@@ -183,8 +183,8 @@ def test_show_prints_the_review_screen(lab: Lab) -> None:
     assert "verdict: ask — a human decides" in out
     assert "why: namespace storefront is in propose mode: a human decides" in out
     assert re.search(r"10:00:04\s+verify\s+plan #1 \(set-image\) passed in the shadow", out)
-    assert 'aegis approve deployment-web -n storefront --reason "..."' in out
-    assert 'aegis reject deployment-web -n storefront --reason "..."' in out
+    assert "aegis approve deployment-web -n storefront" in out
+    assert 'aegis reject deployment-web -n storefront --reason "<why>"' in out
 
     proc = aegis("show", "deployment-web", "-n", "storefront", "-o", "json", kubeconfig=lab.kubeconfig)
     assert json.loads(proc.stdout)["spec"]["target"]["name"] == "web"

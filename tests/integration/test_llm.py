@@ -7,6 +7,7 @@ back as a reason, never an exception or an unchecked action.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import socket
@@ -329,3 +330,12 @@ def test_the_schema_bounds_what_small_models_get_wrong() -> None:
     assert schema["properties"]["confidence"]["minimum"] == 0
     assert schema["properties"]["summary"]["maxLength"] == 600
     assert schema["additionalProperties"] is False
+
+
+async def test_calls_queue_for_a_slot_instead_of_piling_onto_ollama() -> None:
+    with FakeOllama(lambda _: Reply(content=json.dumps(DIAGNOSIS), delay=0.3)) as fake:
+        llm = advisor.Advisor(settings(fake.url, llm_concurrency=1, llm_cache_size=0))
+        other = incident().model_copy(update={"fingerprint": "another"})
+        results = await asyncio.gather(llm.diagnose(incident(), evidence()), llm.diagnose(other, evidence()))
+    assert all(r.value is not None for r in results)
+    assert len(fake.requests) == 2 and fake.max_in_flight == 1

@@ -272,8 +272,8 @@ def test_review_screen_of_an_incident_waiting_for_approval() -> None:
     assert "decision: pending at 2026-11-21 10:00:04Z" in text
     # The timeline, and how to decide.
     assert re.search(r"10:00:04\s+verify\s+plan #1 \(set-image\) passed in the shadow", text)
-    assert 'aegis approve deployment-web -n storefront --reason "..."' in text
-    assert 'aegis reject deployment-web -n storefront --reason "..."' in text
+    assert "aegis approve deployment-web -n storefront" in text
+    assert 'aegis reject deployment-web -n storefront --reason "<why>"' in text
     assert "identity: recorded by the API server" in text
 
 

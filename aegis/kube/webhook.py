@@ -1,0 +1,180 @@
+"""The admission webhook server: Kopf's ``WebhookServer``, configured from ``AEGIS_ADMISSION_*``.
+
+``server(settings)`` is what ``handlers.lifecycle`` puts into Kopf's
+``settings.admission.server`` when ``AEGIS_ADMISSION_WEBHOOK`` is on; Kopf then
+serves the mutating handler of ``handlers.admission`` at ``/<handler id>`` and, with
+``settings.admission.managed``, writes the MutatingWebhookConfiguration itself
+(URL or Service, CA bundle, rules). Two things are added to Kopf's server:
+
+- with ``AEGIS_ADMISSION_SERVICE`` the configuration points at a Service
+  (``clientConfig.service``), which is how an API server reaches a webhook that runs
+  in the cluster; a self-signed certificate then names that Service;
+- a self-signed certificate is made with ``cryptography`` (the ``webhook`` extra):
+  Kopf's own generator needs ``certbuilder``/``oscrypto``, which cannot read
+  OpenSSL 3.0.10 and later. A certificate from files (e.g. cert-manager) needs neither.
+
+``disabled`` is the server when the webhook is off: it never listens and never
+yields a configuration (Kopf refuses to start with admission handlers and no server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+import kopf
+
+from aegis import config
+
+HANDLER_ID = "incident-approver"  # the webhook's path: /incident-approver
+CERT_DAYS = 3650  # made anew at every start
+
+
+class MissingCryptography(RuntimeError):
+    """A self-signed certificate was needed but the ``cryptography`` package is not installed."""
+
+
+class AdmissionServer(kopf.WebhookServer):
+    """Kopf's webhook server; its client config names a Service instead of a URL when one is given."""
+
+    def __init__(self, *, service: tuple[str, str, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        async for client_config in super().__call__(fn):
+            if self.service is not None:
+                namespace, name, port = self.service
+                via_service: dict[str, Any] = {"service": {"namespace": namespace, "name": name, "port": port}}
+                if client_config.get("caBundle"):
+                    via_service["caBundle"] = client_config["caBundle"]
+                client_config = via_service
+            yield client_config
+
+    @staticmethod
+    def build_certificate(hostnames: Collection[str], password: str | None = None) -> tuple[bytes, bytes]:
+        return self_signed(hostnames, password)
+
+
+def parse_service(value: str) -> tuple[str, str, int] | None:
+    """``'<namespace>/<name>[:port]'`` -> (namespace, name, port); port 443 unless given. Empty: None."""
+    if not value:
+        return None
+    where, _, port = value.partition(":")
+    namespace, _, name = where.partition("/")
+    return namespace, name, int(port or 443)
+
+
+def server(settings: config.Settings) -> AdmissionServer:
+    """The webhook server these settings describe (nothing listens until Kopf starts it)."""
+    service = parse_service(settings.admission_service)
+    host = settings.admission_host
+    sans: list[str] = []
+    if service is not None:
+        namespace, name, _ = service
+        sans = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", f"{name}.{namespace}"]
+        host = host or sans[0]
+    return AdmissionServer(
+        service=service,
+        addr=settings.admission_addr,
+        port=settings.admission_port,
+        host=host,
+        insecure=settings.admission_insecure,
+        certfile=settings.admission_cert_file,
+        pkeyfile=settings.admission_key_file,
+        cafile=settings.admission_ca_file,
+        extra_sans=sans,
+    )
+
+
+def check(settings: config.Settings) -> None:
+    """Fail at start-up (not at the first request) when the server could not serve TLS."""
+    if settings.admission_insecure:
+        return
+    if settings.admission_cert_file is not None:
+        for path in (settings.admission_cert_file, settings.admission_key_file, settings.admission_ca_file):
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"admission webhook: {path} does not exist")
+        return
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise MissingCryptography(
+            "admission webhook: a self-signed certificate needs the 'cryptography' package "
+            "(pip install 'aegis-operator[webhook]'); or mount a certificate and set AEGIS_ADMISSION_CERT_FILE "
+            "and AEGIS_ADMISSION_KEY_FILE"
+        ) from None
+
+
+async def disabled(fn: Any) -> AsyncIterator[Any]:
+    """The admission "server" when the webhook is off: nothing listens, no configuration is written."""
+    await asyncio.Event().wait()
+    yield  # pragma: no cover  (never reached: makes this an async generator)
+
+
+def self_signed(hostnames: Collection[str], password: str | None = None) -> tuple[bytes, bytes]:
+    """A self-signed certificate (also its own CA, for the webhook's caBundle) and its key, PEM.
+
+    Names that parse as IP addresses become IP SANs (unspecified ones like 0.0.0.0 are left out);
+    the first other name is the common name.
+    """
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise MissingCryptography("a self-signed certificate needs the 'cryptography' package") from None
+
+    names: list[str] = []
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for hostname in hostnames:
+        try:
+            ip = ipaddress.ip_address(hostname)
+        except ValueError:
+            if hostname and hostname not in names:
+                names.append(hostname)
+        else:
+            if not ip.is_unspecified and ip not in ips:
+                ips.append(ip)
+    if not names and not ips:
+        raise ValueError("a certificate needs at least one host name or address")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else str(ips[0]))])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names] + [x509.IPAddress(ip) for ip in ips]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem

@@ -1,0 +1,220 @@
+"""Approver identity: the admission stamp (given old spec, new spec, userinfo) and how the engine believes it."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import stat
+from typing import Any
+
+import pytest
+
+from aegis import approvals, config
+
+NOW = datetime.datetime(2026, 11, 21, 10, 7, tzinfo=datetime.UTC)
+KEY = b"k" * 64
+ALICE = {"username": "alice@example.com", "uid": "u-1", "groups": ["oncall", "system:authenticated"]}
+WHERE = {"namespace": "shop", "name": "deployment-web"}
+
+
+def spec(decision: str | None = "Pending", **approval: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"target": {"kind": "Deployment", "namespace": "shop", "name": "web"}}
+    if decision is not None:
+        body["approval"] = {"decision": decision, "reason": "", **approval}
+    return body
+
+
+def stamp(old: dict[str, Any] | None, new: dict[str, Any], user: dict[str, Any] | None = ALICE) -> dict[str, Any]:
+    return approvals.stamp(old, new, user, secret=KEY, now=NOW, **WHERE)
+
+
+def applied(new: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """spec.approval after the webhook's merge patch."""
+    approval = dict(new.get("approval") or {})
+    for key, value in patch.items():
+        if value is None:
+            approval.pop(key, None)
+        else:
+            approval[key] = value
+    return approval
+
+
+def test_a_new_decision_is_stamped_with_the_requesting_user() -> None:
+    new = spec("Approved", reason="tag typo")
+    patch = stamp(spec("Pending"), new)
+    assert patch["approvedBy"] == "alice@example.com"
+    assert patch["approverGroups"] == ["oncall", "system:authenticated"]
+    assert patch["approvedAt"] == "2026-11-21T10:07:00Z"
+    assert patch["identity"] == approvals.STAMP
+    approval = applied(new, patch)
+    assert approvals.approver(approval, secret=KEY, **WHERE) == {"by": "alice@example.com", "verified": True}
+    rejected = spec("Rejected")
+    assert stamp(spec("Pending"), rejected)["approvedBy"] == "alice@example.com"
+
+
+def test_a_typed_name_with_the_decision_is_replaced_by_the_real_user() -> None:
+    new = spec("Approved", approvedBy="the-ceo", identity="admission", signature="00")
+    approval = applied(new, stamp(spec("Pending"), new))
+    assert approval["approvedBy"] == "alice@example.com"
+    assert approvals.approver(approval, secret=KEY, **WHERE)["verified"] is True
+
+
+def test_rewriting_who_decided_without_changing_the_decision_is_undone() -> None:
+    decided = spec("Approved")
+    stamped = {**decided, "approval": applied(decided, stamp(spec("Pending"), decided))}
+    forged = spec("Approved", approvedBy="mallory", approverGroups=["admins"], identity="admission", signature="00")
+    forged["approval"]["approvedAt"] = stamped["approval"]["approvedAt"]
+    patch = stamp(stamped, forged, {"username": "mallory"})
+    assert applied(forged, patch) == stamped["approval"]  # put back as the webhook wrote it
+
+    # A typed name on an undecided incident is removed; an update that leaves the stamp alone needs no patch.
+    pending = spec("Pending")
+    assert stamp(pending, spec("Pending", approvedBy="mallory", identity="admission")) == {
+        "approvedBy": None,
+        "identity": None,
+    }
+    assert stamp(stamped, {**stamped, "sources": []}) == {}
+    assert stamp(stamped, {**stamped, "approval": {**stamped["approval"], "reason": "edited"}}) == {}
+
+
+def test_create_with_an_approval_is_stamped_and_back_to_pending_clears_the_stamp() -> None:
+    new = spec("Approved", approvedBy="someone")
+    approval = applied(new, stamp(None, new))
+    assert approval["approvedBy"] == "alice@example.com" and approval["identity"] == approvals.STAMP
+    assert stamp(None, spec("Pending")) == {}
+    assert stamp(None, spec(None)) == {}
+
+    decided = {**new, "approval": approval}
+    reset = {**decided, "approval": {**approval, "decision": "Pending", "reason": ""}}  # the gate asks again
+    cleared = applied(reset, stamp(decided, reset, {"username": "system:serviceaccount:aegis-system:aegis"}))
+    assert cleared == {"decision": "Pending", "reason": ""}
+
+
+def test_without_a_user_name_nothing_is_stamped_and_the_answer_is_unverified() -> None:
+    new = spec("Approved", approvedBy="alice@example.com", identity="admission")
+    for user in (None, {}, {"username": ""}):
+        approval = applied(new, stamp(spec("Pending"), new, user))
+        assert "identity" not in approval and "approvedBy" not in approval
+        assert approvals.approver(approval, secret=KEY, **WHERE) == {"by": "unverified", "verified": False}
+
+
+def test_the_engine_believes_only_its_own_signed_stamp() -> None:
+    decided = spec("Approved")
+    approval = applied(decided, stamp(spec("Pending"), decided))
+    assert approvals.approver(approval, secret=KEY, **WHERE)["verified"] is True
+    # No webhook run by this operator (the emulated cluster): the claim is kept, not believed.
+    assert approvals.approver(approval, secret=None, **WHERE) == {
+        "by": "unverified (claimed: alice@example.com)",
+        "verified": False,
+    }
+    # Another key, another incident, another decision, or an edited name: not this operator's stamp.
+    assert approvals.approver(approval, secret=b"x" * 64, **WHERE)["verified"] is False
+    assert approvals.approver(approval, secret=KEY, namespace="shop", name="deployment-api")["verified"] is False
+    assert approvals.approver({**approval, "decision": "Rejected"}, secret=KEY, **WHERE)["verified"] is False
+    assert approvals.approver({**approval, "approvedBy": "bob"}, secret=KEY, **WHERE) == {
+        "by": "unverified (claimed: bob)",
+        "verified": False,
+    }
+    assert approvals.approver({**approval, "identity": None}, secret=KEY, **WHERE)["verified"] is False
+    # Typed by hand, or nothing at all.
+    assert approvals.approver({"decision": "Approved", "approvedBy": "x" * 500}, secret=KEY, **WHERE)["by"].endswith(
+        "…)"
+    )
+    assert approvals.approver(None, secret=KEY, **WHERE) == {"by": "unverified", "verified": False}
+    assert approvals.approver({"decision": "Approved"}, secret=None, **WHERE) == {"by": "unverified", "verified": False}
+
+
+def test_odd_bodies_do_not_break_the_stamp() -> None:
+    assert stamp({"approval": "yes"}, {"approval": ["no"]}) == {}
+    assert stamp(None, {}) == {}
+
+
+def test_the_secret_exists_only_where_the_operator_runs_the_webhook(tmp_path: pathlib.Path) -> None:
+    off = config.Settings(state_db=tmp_path / "state.sqlite")
+    assert approvals.secret_for(off) is None
+    on = config.Settings(state_db=tmp_path / "state.sqlite", admission_webhook=True)
+    first = approvals.secret_for(on)
+    assert first is not None and len(first) == 64
+    path = approvals.secret_path(on)
+    assert path.parent == tmp_path and stat.S_IMODE(path.stat().st_mode) == 0o600
+    approvals._load_secret.cache_clear()  # a restarted operator reads the same key back
+    assert approvals.secret_for(on) == first
+
+
+def test_a_truncated_secret_is_refused(tmp_path: pathlib.Path) -> None:
+    on = config.Settings(state_db=tmp_path / "state.sqlite", admission_webhook=True)
+    approvals.secret_path(on).write_text("short")
+    with pytest.raises(ValueError, match="too short"):
+        approvals.secret_for(on)
+
+
+def test_admission_settings_are_checked_at_start_up() -> None:
+    settings = config.load_settings()
+    assert settings.admission_webhook is False and settings.admission_port == 9443
+    assert settings.admission_configuration == "aegis.dev"
+    with pytest.raises(config.SettingsError, match="AEGIS_ADMISSION_KEY_FILE"):
+        config.load_settings(admission_cert_file="/tls/tls.crt")
+    with pytest.raises(config.SettingsError, match="AEGIS_ADMISSION_INSECURE"):
+        config.load_settings(
+            admission_cert_file="/tls/tls.crt", admission_key_file="/tls/tls.key", admission_insecure=True
+        )
+    with pytest.raises(config.SettingsError, match="AEGIS_ADMISSION_SERVICE"):
+        config.load_settings(admission_service="aegis-webhook")
+    assert config.load_settings(admission_service="aegis-system/aegis-webhook").admission_service
+
+
+# --- the webhook server: Service client config and the self-signed certificate ------------------------------------
+
+
+async def test_behind_a_service_the_configuration_names_the_service(tmp_path: pathlib.Path) -> None:
+    import socket
+
+    from aegis.kube import webhook
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = config.Settings(
+        state_db=tmp_path / "state.sqlite",
+        admission_webhook=True,
+        admission_insecure=True,
+        admission_addr="127.0.0.1",
+        admission_port=port,
+        admission_service="aegis-system/aegis-webhook",
+    )
+    server = webhook.server(settings)
+    assert server.host == "aegis-webhook.aegis-system.svc"
+    assert "aegis-webhook.aegis-system.svc.cluster.local" in server.extra_sans
+    served = server(lambda *a, **kw: None)
+    try:
+        client_config = await anext(served)
+    finally:
+        await served.aclose()
+    assert client_config == {"service": {"namespace": "aegis-system", "name": "aegis-webhook", "port": 443}}
+    assert webhook.parse_service("ns/svc:8443") == ("ns", "svc", 8443) and webhook.parse_service("") is None
+
+
+def test_the_self_signed_certificate_names_the_service_and_serves_tls(tmp_path: pathlib.Path) -> None:
+    import ipaddress
+    import ssl
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from aegis.kube import webhook
+
+    cert_pem, key_pem = webhook.self_signed(["aegis-webhook.aegis-system.svc", "0.0.0.0", "127.0.0.1", "x.svc"])
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["aegis-webhook.aegis-system.svc", "x.svc"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]  # not 0.0.0.0
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca  # its own CA: the caBundle
+    (tmp_path / "tls.crt").write_bytes(cert_pem)
+    (tmp_path / "tls.key").write_bytes(key_pem)
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    ssl.create_default_context(cadata=cert_pem.decode())  # usable as the trust anchor
+
+    # Start-up refuses what could not serve: a certificate file that is not there.
+    missing = config.Settings(
+        admission_webhook=True, admission_cert_file=tmp_path / "nope.crt", admission_key_file=tmp_path / "tls.key"
+    )
+    with pytest.raises(FileNotFoundError, match=r"nope\.crt"):
+        webhook.check(missing)
