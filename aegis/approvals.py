@@ -15,8 +15,18 @@ and any request that writes these fields itself gets them put back as they were
 (or removed). ``identity`` tells the engine how much to believe: the name counts as
 verified only when this operator runs the webhook and the signature matches, so a
 stamp forged while the webhook was not called (operator down, configuration
-deleted) is recorded as unverified too. Everything else is ``unverified``, with the
-name the writer claimed kept beside it.
+deleted, or the call failed: the webhook fails open, ``failurePolicy: Ignore``) is
+recorded as unverified too. Everything else is ``unverified``, with the name the
+writer claimed kept beside it.
+
+The signature covers the Incident's ``metadata.uid`` besides its namespace and name,
+so a stamp copied from an earlier Incident of the same name (a recurrence reuses the
+name after the old one is deleted) does not verify on the new one. The uid is taken
+from the stored object (the request's ``oldObject``), never from the object being
+written: on CREATE the API server has not assigned it yet (admission runs first, and
+a uid the writer put into the body is discarded), so a decision written together
+with the creation of an Incident is not stamped and counts as unverified — decide by
+updating the Incident (``aegis approve``, ``kubectl patch``), as the gate asks.
 
 Pure functions on plain data (plus the secret's file); no Kopf, no client.
 """
@@ -49,11 +59,12 @@ def _approval(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(approval) if isinstance(approval, Mapping) else {}
 
 
-def _signature(secret: bytes, namespace: str, name: str, fields: Mapping[str, Any]) -> str:
+def _signature(secret: bytes, namespace: str, name: str, uid: str, fields: Mapping[str, Any]) -> str:
     material = json.dumps(
         [
             namespace,
             name,
+            uid,
             fields.get("decision"),
             fields.get("approvedBy"),
             list(fields.get("approverGroups") or []),
@@ -72,14 +83,16 @@ def stamp(
     *,
     namespace: str,
     name: str,
+    uid: str,
     secret: bytes,
     now: datetime.datetime,
 ) -> dict[str, Any]:
     """The merge patch of ``spec.approval`` one admission request needs (``{}``: none; ``None`` values remove).
 
-    ``old_spec`` is None for a CREATE. A new decision (Approved/Rejected) is stamped with the requesting
-    user; a decision back to Pending (or a request without a user name) carries no identity at all; a
-    request that leaves the decision alone cannot rewrite who made it.
+    ``old_spec`` is None for a CREATE; ``uid`` is the stored object's ``metadata.uid`` (from ``oldObject``;
+    empty on CREATE). A new decision (Approved/Rejected) is stamped with the requesting user, bound to that
+    uid; a decision back to Pending, a request without a user name, or one without a uid to bind to (a
+    CREATE) carries no identity at all; a request that leaves the decision alone cannot rewrite who made it.
     """
     old, new = _approval(old_spec), _approval(new_spec)
     decision = new.get("decision")
@@ -87,26 +100,35 @@ def stamp(
     if old_spec is None or decision != old.get("decision"):
         username = str((userinfo or {}).get("username") or "")
         wanted = {}
-        if decision in DECIDED and username:
+        if decision in DECIDED and username and uid and old_spec is not None:
             groups = [str(g) for g in (userinfo or {}).get("groups") or []]
             at = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             wanted = {"approvedBy": username, "approverGroups": groups, "approvedAt": at, "identity": STAMP}
-            wanted["signature"] = _signature(secret, namespace, name, {**wanted, "decision": decision})
+            wanted["signature"] = _signature(secret, namespace, name, uid, {**wanted, "decision": decision})
     else:
         wanted = {key: old[key] for key in FIELDS if key in old}
     return {key: wanted.get(key) for key in FIELDS if new.get(key) != wanted.get(key)}
 
 
-def approver(approval: Mapping[str, Any] | None, *, namespace: str, name: str, secret: bytes | None) -> dict[str, Any]:
+def approver(
+    approval: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    name: str,
+    secret: bytes | None,
+    uid: str | None = None,
+) -> dict[str, Any]:
     """Who answered, for the workflow's resume: ``{"by": ..., "verified": ...}``.
 
     Verified only with the operator's secret (it runs the webhook) and a stamp whose signature matches this
-    Incident and decision; otherwise ``by`` is "unverified", with a name the writer typed kept as a claim.
+    Incident (namespace, name and ``uid``, its ``metadata.uid``) and decision; otherwise ``by`` is
+    "unverified", with a name the writer typed kept as a claim. Without a uid nothing is verified: a stamp
+    cannot be told from one copied off an earlier Incident of the same name.
     """
     approval = approval if isinstance(approval, Mapping) else {}
     claimed = str(approval.get("approvedBy") or "")
-    if secret is not None and claimed and approval.get("identity") == STAMP:
-        expected = _signature(secret, namespace, name, approval)
+    if secret is not None and uid and claimed and approval.get("identity") == STAMP:
+        expected = _signature(secret, namespace, name, uid, approval)
         if hmac.compare_digest(str(approval.get("signature") or ""), expected):
             return {"by": claimed, "verified": True}
     if claimed:
@@ -145,12 +167,27 @@ def _load_secret(path: str) -> bytes:
     return value.encode()
 
 
-def commands(name: str, namespace: str) -> dict[str, str]:
-    """The exact commands that answer an approval request (shown by ``aegis show``, the demo and notifications)."""
+def commands(name: str, namespace: str, question: str | None = None) -> dict[str, str]:
+    """The exact commands that answer an approval request (shown by ``aegis show``, the demo and notifications).
+
+    With ``question`` (``status.decision.question``) they answer that ask only: if another fix is asked
+    meanwhile, the CLI refuses and the operator ignores the answer instead of applying what nobody reviewed.
+    """
     n, ns = shlex.quote(name), shlex.quote(namespace)
-    body = json.dumps({"spec": {"approval": {"decision": "Approved"}}}, separators=(",", ":"))
+    approval: dict[str, str] = {"decision": "Approved"}
+    which = ""
+    if question:
+        approval["question"] = question
+        which = f" --question {shlex.quote(question)}"
+    body = json.dumps({"spec": {"approval": approval}}, separators=(",", ":"))
     return {
-        "approve": f"aegis approve {n} -n {ns}",
-        "reject": f'aegis reject {n} -n {ns} --reason "<why>"',
+        "approve": f"aegis approve {n} -n {ns}{which}",
+        "reject": f'aegis reject {n} -n {ns}{which} --reason "<why>"',
         "kubectl": f"kubectl patch incident {n} -n {ns} --type merge -p '{body}'",
     }
+
+
+def answers_question(approval: Mapping[str, Any] | None, status: Mapping[str, Any] | None) -> bool:
+    """Whether an answer is for the question now asked (an answer that names no question is for the current one)."""
+    named = (approval or {}).get("question")
+    return not named or named == ((status or {}).get("decision") or {}).get("question")

@@ -135,6 +135,7 @@ def sim_serve(
 
 # --- reviewing and deciding incidents: aegis incidents / show / approve / reject ----------------------------------
 
+_QUESTION_HELP = "Answer only this question (status.decision.question, as in the notification)."
 _KUBECONFIG_HELP = "Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config; in a pod: its service account)."
 _CONTEXT_HELP = "Kubeconfig context (default: the current one)."
 _NAMESPACE_HELP = "Namespace (default: the context's namespace, else default)."
@@ -246,7 +247,13 @@ def show(
 
 
 def _decide(
-    name: str, namespace: str | None, kubeconfig: str | None, context: str | None, verdict: str, reason: str
+    name: str,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    verdict: str,
+    reason: str,
+    question: str | None = None,
 ) -> None:
     """Write ``spec.approval`` of an Incident that waits for a decision (merge patch, resourceVersion precondition)."""
     from aegis import review
@@ -271,11 +278,17 @@ def _decide(
                 return
             if answered != "Pending":
                 _fail(f"Incident {ns}/{name} was already {answered.lower()}; the operator is acting on that answer")
+            asked = ((incident.get("status") or {}).get("decision") or {}).get("question")
+            if question and question != asked:
+                _fail(
+                    f"Incident {ns}/{name} now asks about another fix (question {asked}, not {question}): "
+                    f"review it with `aegis show {name} -n {ns}` and answer that one"
+                )
             version = (incident.get("metadata") or {}).get("resourceVersion")
-            patch = {
-                "metadata": {"resourceVersion": version},
-                "spec": {"approval": {"decision": verdict, "reason": reason}},
-            }
+            answer = {"decision": verdict, "reason": reason}
+            if asked:
+                answer["question"] = asked  # the answer is to the fix this command saw, no other
+            patch = {"metadata": {"resourceVersion": version}, "spec": {"approval": answer}}
             try:
                 written = kube.patch_incident(ns, name, patch)
             except session.AccessError as exc:
@@ -301,11 +314,12 @@ def approve(
     name: str = typer.Argument(..., help="The Incident waiting for approval.", metavar="NAME"),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
     reason: str = typer.Option("", "--reason", help="Why (recorded on the Incident)."),
+    question: str | None = typer.Option(None, "--question", help=_QUESTION_HELP),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
 ) -> None:
     """Approve the verified fix of an Incident in AwaitingApproval."""
-    _decide(name, namespace, kubeconfig, context, "Approved", reason)
+    _decide(name, namespace, kubeconfig, context, "Approved", reason, question)
 
 
 @app.command()
@@ -313,13 +327,14 @@ def reject(
     name: str = typer.Argument(..., help="The Incident waiting for approval.", metavar="NAME"),
     reason: str = typer.Option(..., "--reason", help="Why the fix is rejected (required; recorded on the Incident)."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+    question: str | None = typer.Option(None, "--question", help=_QUESTION_HELP),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     context: str | None = typer.Option(None, "--context", help=_CONTEXT_HELP),
 ) -> None:
     """Reject the fix of an Incident in AwaitingApproval: nothing is changed."""
     if not reason.strip():
         _fail("--reason must say why the fix is rejected", 2)
-    _decide(name, namespace, kubeconfig, context, "Rejected", reason)
+    _decide(name, namespace, kubeconfig, context, "Rejected", reason, question)
 
 
 def _examples_root() -> pathlib.Path | None:

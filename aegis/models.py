@@ -333,6 +333,7 @@ class Decision(_Model):
     reason: str = ""
     at: datetime.datetime | None = None
     expires_at: datetime.datetime | None = pydantic.Field(default=None, alias="expiresAt")  # an unanswered ask ends
+    question: str | None = None  # id of this ask: an answer naming another question is not an answer to it
 
 
 class Outcome(_Model):

@@ -158,7 +158,8 @@ def build_message(
     reason = str(status.get("reason") or (status.get("decision") or {}).get("reason") or "")
     if event == "awaiting-approval":
         title = f"A verified fix for {target} waits for approval"
-        cmds: dict[str, str | None] = dict(approvals.commands(name, namespace))
+        question = (status.get("decision") or {}).get("question")
+        cmds: dict[str, str | None] = dict(approvals.commands(name, namespace, question))
     else:
         title = f"Incident {namespace}/{name} ended: {phase}"
         cmds = {"approve": None, "reject": None, "kubectl": None}

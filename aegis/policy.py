@@ -60,7 +60,7 @@ class Facts:
     now: datetime.datetime
     last_apply_on_target: datetime.datetime | None = None
     applies_last_hour: int = 0
-    source: str = "rules"  # who wrote the plan: rules | llm
+    source: str = "rules"  # llm when the LLM diagnosed the failure or wrote the plan, else rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ def judge(policy: Policy, facts: Facts) -> Judgement:
         if facts.baseline_reproduced is not True:
             blockers.append("the shadow baseline did not reproduce the failure")
         if facts.source == "llm" and not policy.auto_llm_plans:
-            blockers.append("the plan was written by the LLM")
+            blockers.append("the LLM diagnosed the failure or wrote the plan")
         if facts.confidence < policy.auto_min_confidence:
             blockers.append(f"confidence {facts.confidence:.2f} is below {policy.auto_min_confidence:.2f}")
         if not blockers:

@@ -384,7 +384,8 @@ def _params(params: Mapping[str, Any]) -> str:
 def commands(incident: Mapping[str, Any]) -> list[str]:
     """The exact commands that approve or reject this incident's fix."""
     meta = incident.get("metadata") or {}
-    return list(approvals.commands(str(meta.get("name")), str(meta.get("namespace"))).values())
+    question = ((incident.get("status") or {}).get("decision") or {}).get("question")
+    return list(approvals.commands(str(meta.get("name")), str(meta.get("namespace")), question).values())
 
 
 def _heading(title: str) -> Text:

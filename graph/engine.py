@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -280,8 +281,8 @@ class Engine:
                     if shadow.expired(ns, self.deps.clock()) and not ns["metadata"].get("deletionTimestamp"):
                         logger.info("deleting expired shadow namespace %s", ns["metadata"]["name"])
                         await self.cluster.delete_namespace(ns["metadata"]["name"])
-            except client.ClusterError as exc:
-                logger.warning("shadow janitor: %s", exc)
+            except Exception as exc:  # the sweep must outlive any one failure; the next round tries again
+                logger.warning("shadow janitor: %s", _describe(exc))
             try:
                 await self.expire_approvals()
             except Exception as exc:  # the sweep must outlive any one failure; the next round tries again
@@ -331,6 +332,38 @@ class Engine:
         task.add_done_callback(lambda t, key=incident.thread_id: self._forget(key, t))
         return True
 
+    async def _stale_answer(self, incident: models.Incident, approval: dict[str, Any], obj: dict[str, Any]) -> None:
+        """Withdraw an answer to an earlier question (once: the reset makes the next event find no answer)."""
+        where = f"{incident.namespace}/{incident.name}"
+        logger.warning("Incident %s: an answer to an earlier question was ignored", where)
+        reset = {"decision": "Pending", "reason": "", "question": None, **dict.fromkeys(approvals.FIELDS)}
+        patch = {
+            "metadata": {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")},
+            "spec": {"approval": reset},
+        }
+        try:
+            await self.cluster.patch_custom(
+                models.API_GROUP, models.API_VERSION, models.INCIDENT_PLURAL, incident.namespace, incident.name, patch
+            )
+        except client.ClusterError:
+            return  # changed meanwhile (a new answer): its own event handles it
+        line = models.TimelineEntry(
+            at=self.deps.clock(),
+            stage="gate",
+            message=f"ignored {approval.get('decision')} for question {approval.get('question')}: that fix is no "
+            "longer the one asked; review the current one (aegis show) and answer again",
+        )
+        with contextlib.suppress(client.ClusterError):
+            await self.store.note(incident.namespace, incident.name, line)
+
+    def _late(self, obj: dict[str, Any] | None, approval: dict[str, Any], verified: bool) -> bool:
+        """An approval seen after the wait's deadline, not proven (by a signed stamp) to be given before it."""
+        due = expiry.deadline(obj or {}, self.settings.approval_timeout_seconds)
+        if due is None or self.deps.clock() <= due:
+            return False
+        given = expiry.parse_time(approval.get("approvedAt")) if verified else None
+        return given is None or given > due
+
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
@@ -356,19 +389,21 @@ class Engine:
                         decision = (approval or {}).get("decision", "Pending")
                         if decision not in ("Approved", "Rejected"):
                             return  # still waiting for a human: the Incident's next change wakes it
-                        payload = Command(
-                            resume={
-                                "decision": decision,
-                                "reason": (approval or {}).get("reason", ""),
-                                # who: verified only from this operator's own admission stamp (aegis.approvals)
-                                **approvals.approver(
-                                    approval,
-                                    namespace=incident.namespace,
-                                    name=incident.name,
-                                    secret=approvals.secret_for(self.settings),
-                                ),
-                            }
+                        if not approvals.answers_question(approval, (latest or {}).get("status")):
+                            await self._stale_answer(incident, approval, latest or {})
+                            return  # an answer to an earlier question: the fix now asked needs its own
+                        # who: verified only from this operator's own admission stamp (aegis.approvals)
+                        who = approvals.approver(
+                            approval,
+                            namespace=incident.namespace,
+                            name=incident.name,
+                            uid=incident.uid,
+                            secret=approvals.secret_for(self.settings),
                         )
+                        answer = {"decision": decision, "reason": (approval or {}).get("reason", ""), **who}
+                        if decision == "Approved" and self._late(latest, approval, bool(who.get("verified"))):
+                            answer = {"decision": expiry.EXPIRED, "late": True}
+                        payload = Command(resume=answer)
                     await asyncio.wait_for(
                         self.graph.ainvoke(payload, config_, context=self.deps),
                         timeout=self.settings.workflow_timeout_seconds,

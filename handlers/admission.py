@@ -5,6 +5,15 @@ A mutating webhook (served only when ``AEGIS_ADMISSION_WEBHOOK`` is on; see
 Incident: ``aegis.approvals.stamp`` decides what ``spec.approval`` must carry about the
 requesting user, and Kopf answers the API server with that JSON patch. The request is
 always allowed: who may decide is namespace RBAC's business, this only records who did.
+
+The webhook fails open (``ignore_failures``: ``failurePolicy: Ignore``): when the operator is
+gone (OOM-killed, node lost, restarted with the webhook off) and its configuration is left
+behind, Incident writes still go through, unstamped, and their answers count as unverified.
+Failing closed would block every Incident write, the operator's own and ``aegis approve``
+included, until someone deleted the configuration by hand.
+
+The stamp is bound to the stored object's ``metadata.uid`` (``old``); a CREATE has none yet,
+so a decision written at creation is not stamped (see ``aegis.approvals``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from aegis.kube import webhook
     models.INCIDENT_PLURAL,
     id=webhook.HANDLER_ID,
     operations=["CREATE", "UPDATE"],
+    ignore_failures=True,  # failurePolicy: Ignore (fail open; an unstamped answer is merely unverified)
 )
 async def stamp_approver(
     old: kopf.Body | None,
@@ -36,12 +46,14 @@ async def stamp_approver(
     **_: Any,
 ) -> None:
     meta = (new or old or {}).get("metadata") or {}
+    stored = (old or {}).get("metadata") or {}  # the uid of the object as stored; a CREATE has none yet
     changes = approvals.stamp(
         None if old is None else dict(old.get("spec") or {}),
         dict((new or {}).get("spec") or {}),
         dict(userinfo or {}),
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
+        uid=str(stored.get("uid") or ""),
         secret=memo.admission_secret,
         now=datetime.datetime.now(datetime.UTC),
     )

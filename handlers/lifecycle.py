@@ -6,7 +6,10 @@ message naming the variable.
 
 The admission webhook (``handlers.admission``) is served, and its
 MutatingWebhookConfiguration managed, only when ``AEGIS_ADMISSION_WEBHOOK`` is on;
-otherwise Kopf gets a server that never listens, and approvals stay unverified.
+otherwise Kopf gets a server that never listens, and approvals stay unverified. A
+configuration (``AEGIS_ADMISSION_CONFIGURATION``) that an earlier run with the webhook
+on left behind (Kopf removes its webhook only on a graceful exit) is then deleted at
+start-up, best effort (``aegis.kube.webhook.remove_stale``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import kopf
 
 from aegis import approvals, config
-from aegis.kube import webhook
+from aegis.kube import client, webhook
 from graph import runtime
 
 
@@ -28,7 +31,9 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     if memo.get("engine") is not None:
-        _admission(settings, memo, getattr(memo.engine, "settings", None), logger)
+        given = getattr(memo.engine, "settings", None)
+        _admission(settings, memo, given, logger)
+        await _remove_stale_configuration(given, getattr(memo.engine, "cluster", None), logger)
         memo.engine.start_janitor()
         return
     try:
@@ -40,6 +45,7 @@ async def start(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: loggin
     the_runtime = await stack.enter_async_context(runtime.open_runtime(aegis_settings))
     memo.exit_stack = stack
     memo.engine = the_runtime.engine
+    await _remove_stale_configuration(aegis_settings, the_runtime.cluster, logger)
     memo.engine.start_janitor()
     logger.info(
         "AEGIS ready: state in %s, up to %d concurrent incidents, ignoring namespaces %s",
@@ -74,6 +80,14 @@ def _admission(
         if aegis_settings.admission_configuration
         else " (its MutatingWebhookConfiguration is managed by hand)",
     )
+
+
+async def _remove_stale_configuration(aegis_settings: Any, cluster: Any, logger: logging.Logger) -> None:
+    """With the webhook off, a configuration left by an earlier run with it on would call nobody: delete it."""
+    if not isinstance(aegis_settings, config.Settings) or aegis_settings.admission_webhook:
+        return
+    if isinstance(cluster, client.Cluster):
+        await webhook.remove_stale(cluster, aegis_settings.admission_configuration, logger)
 
 
 @kopf.on.cleanup()

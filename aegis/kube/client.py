@@ -249,6 +249,17 @@ class Cluster:
         kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         return await self._call(f"delete {kind} {namespace}/{name}", fn, name, namespace, **kwargs) is not None
 
+    async def get_mutating_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        """One MutatingWebhookConfiguration (cluster-scoped), or None when it does not exist."""
+        fn = self._api("AdmissionregistrationV1Api").read_mutating_webhook_configuration
+        return await self._call(f"get MutatingWebhookConfiguration {name}", fn, name) or None
+
+    async def delete_mutating_webhook_configuration(self, name: str, *, uid: str | None = None) -> bool:
+        """Delete one MutatingWebhookConfiguration (only that incarnation when ``uid`` is given); False: absent."""
+        fn = self._api("AdmissionregistrationV1Api").delete_mutating_webhook_configuration
+        body = {"preconditions": {"uid": uid}} if uid else None
+        return await self._call(f"delete MutatingWebhookConfiguration {name}", fn, name, body=body) is not None
+
     async def create_namespace(self, body: dict[str, Any]) -> dict[str, Any]:
         fn = self._api("CoreV1Api").create_namespace
         return await self._call(f"create namespace {body['metadata']['name']}", fn, body)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from typing import Any
 
 from aegis import config, models, redact
@@ -214,7 +213,7 @@ def summarize_event(event: dict[str, Any]) -> models.EventSummary:
     )
 
 
-MAX_SECRETS = 10
+MAX_SECRETS = 25  # Secrets read per workload to learn the values to mask
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -226,10 +225,16 @@ def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def secret_names(obj: dict[str, Any]) -> set[str]:
-    """Names of the Secrets a pod or a workload's pod template reads."""
+    """Names of the Secrets a pod or a workload's pod template reads: env and envFrom of every container
+    (init and ephemeral ones too), ``secret`` volumes and the ``secret`` sources of ``projected`` volumes."""
     spec = _pod_spec(obj)
     names: set[str] = set()
-    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+    containers = [
+        *(spec.get("initContainers") or []),
+        *(spec.get("containers") or []),
+        *(spec.get("ephemeralContainers") or []),
+    ]
+    for container in containers:
         for env in container.get("env") or []:
             ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("name"):
@@ -240,15 +245,50 @@ def secret_names(obj: dict[str, Any]) -> set[str]:
     for volume in spec.get("volumes") or []:
         if (volume.get("secret") or {}).get("secretName"):
             names.add(volume["secret"]["secretName"])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name"):
+                names.add(source["secret"]["name"])
     return names
 
 
 def mask_known(evidence: models.Evidence, secrets: set[str]) -> models.Evidence:
-    """The evidence with every occurrence of a known secret value masked, in every field."""
-    text = evidence.model_dump_json(by_alias=True)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(json.dumps(secret)[1:-1], redact.MASK)
-    return models.Evidence.model_validate_json(text)
+    """A copy of the evidence with known secret values masked in its free text, by ``redact.known``.
+
+    Free text is what a program or a person wrote: log lines, container state messages,
+    pod scheduling messages, event messages, the target's condition messages, K8sGPT's
+    hints and the gaps. Names, label keys and values, images and the target are never
+    rewritten: a diagnosis needs them intact. A value equal to one of those names is not
+    masked anywhere (the names show it anyway, and masking it would garble the text about them).
+    """
+    public = {evidence.target.namespace, evidence.target.name, *(ref.name for ref in evidence.owner_chain)}
+    for pod in [*evidence.pods, *evidence.namespace_pods]:
+        public |= {
+            pod.name,
+            *pod.labels.values(),
+            *(c.name for c in pod.containers),
+            *(c.image for c in pod.containers),
+        }
+    secrets = secrets - public
+    if not secrets:
+        return evidence
+
+    def mask(value: str) -> str:
+        return redact.known(value, secrets)
+
+    out = evidence.model_copy(deep=True)
+    for pod in [*out.pods, *out.namespace_pods]:
+        pod.scheduled_message = mask(pod.scheduled_message)
+        for container in pod.containers:
+            container.message = mask(container.message)
+    for event in out.events:
+        event.message = mask(event.message)
+    for condition in out.target_summary.get("conditions") or []:
+        if isinstance(condition.get("message"), str):
+            condition["message"] = mask(condition["message"])
+    out.logs = {key: [mask(line) for line in lines] for key, lines in out.logs.items()}
+    out.hints = [mask(hint) for hint in out.hints]
+    out.gaps = [mask(gap) for gap in out.gaps]
+    return out
 
 
 def _health_order(pod: dict[str, Any]) -> tuple[int, str]:
@@ -406,7 +446,11 @@ class EvidenceGatherer:
         return mask_known(evidence, known) if known else evidence
 
     async def _secret_values(self, objs: list[dict[str, Any]], ns: str, attempt: Any) -> set[str]:
-        """The values of the Secrets the workload reads (env, envFrom, volumes): to mask, never to keep."""
+        """The values of the Secrets the workload reads (env, envFrom, volumes): to mask, never to keep.
+
+        Each value as stored (base64) and decoded (any UTF-8 text); values shorter than
+        ``redact.MIN_KNOWN`` are left out (too likely to be ordinary words).
+        """
         names = sorted({name for obj in objs for name in secret_names(obj)})[:MAX_SECRETS]
         values: set[str] = set()
         for name in names:

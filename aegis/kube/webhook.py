@@ -15,6 +15,9 @@ serves the mutating handler of ``handlers.admission`` at ``/<handler id>`` and, 
 
 ``disabled`` is the server when the webhook is off: it never listens and never
 yields a configuration (Kopf refuses to start with admission handlers and no server).
+Kopf takes its webhook out of the configuration only on a graceful exit, so
+``remove_stale`` deletes a configuration an earlier run left behind (OOM-kill, node
+loss) when the operator starts with the webhook off: nothing would answer its calls.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import kopf
 
 from aegis import config
+from aegis.kube import client
 
 HANDLER_ID = "incident-approver"  # the webhook's path: /incident-approver
 CERT_DAYS = 3650  # made anew at every start
@@ -113,6 +117,54 @@ async def disabled(fn: Any) -> AsyncIterator[Any]:
     """The admission "server" when the webhook is off: nothing listens, no configuration is written."""
     await asyncio.Event().wait()
     yield  # pragma: no cover  (never reached: makes this an async generator)
+
+
+def ours(hook: Any, configuration: str) -> bool:
+    """Whether one webhook of a configuration is the one Kopf writes for ``handlers.admission``."""
+    if not isinstance(hook, dict):
+        return False
+    client_config = hook.get("clientConfig") or {}
+    where = str(client_config.get("url") or (client_config.get("service") or {}).get("path") or "")
+    path = where.split("?", 1)[0].rstrip("/")
+    return hook.get("name") == f"{HANDLER_ID}.{configuration}" and path.endswith(f"/{HANDLER_ID}")
+
+
+async def remove_stale(cluster: client.Cluster, configuration: str, logger: Any) -> bool:
+    """With the webhook off: delete the MutatingWebhookConfiguration an earlier run left behind, if any.
+
+    Only a configuration whose webhooks are all this handler's (``ours``) is deleted, and only the
+    incarnation that was read (uid precondition). Best effort: a failure is logged, never raised.
+    True when a configuration was deleted.
+    """
+    if not configuration:
+        return False
+    try:
+        found = await cluster.get_mutating_webhook_configuration(configuration)
+        hooks = list((found or {}).get("webhooks") or [])
+        if not hooks:
+            return False  # absent, or emptied by a graceful exit: nothing calls the operator
+        if not all(ours(hook, configuration) for hook in hooks):
+            logger.warning(
+                "MutatingWebhookConfiguration %s has webhooks not written by AEGIS; left alone", configuration
+            )
+            return False
+        uid = ((found or {}).get("metadata") or {}).get("uid")
+        if await cluster.delete_mutating_webhook_configuration(configuration, uid=uid):
+            logger.warning(
+                "the admission webhook is off: deleted MutatingWebhookConfiguration %s left by an earlier run "
+                "(it pointed at a webhook nobody serves now)",
+                configuration,
+            )
+            return True
+        return False
+    except Exception as exc:  # best effort: never stops the operator
+        logger.warning(
+            "could not check or delete a stale MutatingWebhookConfiguration %s: %s (delete it by hand if it is "
+            "left from a run with AEGIS_ADMISSION_WEBHOOK on)",
+            configuration,
+            exc,
+        )
+        return False
 
 
 def self_signed(hostnames: Collection[str], password: str | None = None) -> tuple[bytes, bytes]:

@@ -94,9 +94,15 @@ def ollama_chat(settings: config.Settings, answer_tokens: int) -> BaseChatModel:
     )
 
 
+class Busy(Exception):
+    """Every LLM slot stayed taken for too long: the rules' answer stands for this incident."""
+
+
 def describe_failure(exc: BaseException, settings: config.Settings) -> str:
     """A failed call in words an operator can act on."""
     url = str(settings.ollama_url).rstrip("/")
+    if isinstance(exc, Busy):
+        return str(exc)
     if isinstance(exc, httpx.ConnectError):
         return f"Ollama is unreachable at {url} (run `aegis doctor`)"
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
@@ -123,6 +129,7 @@ class Advisor:
         self.chat_factory = chat_factory
         self.cache = answers_cache or cache.AnswerCache(settings.llm_cache_size, settings.llm_cache_ttl_seconds)
         self._slots: asyncio.Semaphore | None = None  # made on first use, in the loop that uses it
+        self._chats: dict[int, BaseChatModel] = {}  # one client per answer size, reused (building one takes ~0.1 s)
 
     @property
     def mode(self) -> str:
@@ -265,14 +272,24 @@ class Advisor:
         return None, calls, f"the model's answer was invalid twice ({calls[-1].error})"
 
     async def _invoke(self, purpose: answers.Purpose, messages: list[BaseMessage]) -> AIMessage:
-        """One call, once a slot is free: queued calls do not eat each other's timeouts."""
+        """One call, once a slot is free: queued calls do not eat each other's timeouts, and do not wait forever."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.llm_concurrency)
-        async with self._slots:
+        patience = self.settings.llm_timeout_seconds * 2
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=patience)
+        except TimeoutError:
+            raise Busy(f"the LLM was busy with other incidents for {patience:g}s") from None
+        try:
             return await self._invoke_now(purpose, messages)
+        finally:
+            self._slots.release()
 
     async def _invoke_now(self, purpose: answers.Purpose, messages: list[BaseMessage]) -> AIMessage:
-        chat = self.chat_factory(self.settings, ANSWER_TOKENS[purpose])
+        tokens = ANSWER_TOKENS[purpose]
+        chat = self._chats.get(tokens)
+        if chat is None:  # built off the event loop: it makes HTTP clients and SSL contexts
+            chat = self._chats[tokens] = await asyncio.to_thread(self.chat_factory, self.settings, tokens)
         structured = chat.with_structured_output(answers.SCHEMAS[purpose], method="json_schema", include_raw=True)
         deadline = self.settings.llm_timeout_seconds * 2 + 5  # connect + read timeouts, then a hard stop
         out = await asyncio.wait_for(structured.ainvoke(messages), timeout=deadline)

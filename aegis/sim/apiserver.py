@@ -11,6 +11,8 @@ resource request itself, the way kube-apiserver does where AEGIS depends on it:
   merge with merge keys, JSON merge, JSON patch, server-side apply with a field
   manager), 409 on a stale resourceVersion, ``dryRun=All`` that validates and
   persists nothing, spec and status kept apart by the status subresource;
+- custom resources pruned to their CRD's structural schema on every write, as
+  kube-apiserver does (``prune_unknown_fields``): an undeclared field vanishes;
 - delete with finalizers, namespace deletion that removes what it contains, and
   ownerReference garbage collection (Background, Foreground, Orphan);
 - ``pods/log`` as text, ``pods/binding``, ``*/scale``; CRDs become served resources.
@@ -477,6 +479,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if res.has_status:
             obj["status"] = {}
         _defaults(res.kind, obj)
+        self._prune(res, obj)
         self._validate(res, obj, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -492,6 +495,20 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if res.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             await self._crd_created(obj)
         return obj
+
+    def _prune(self, res: Resource, obj: dict[str, Any]) -> None:
+        """Drop the fields a custom resource's CRD does not declare for the served version (in place)."""
+        if res.group in _BUILTIN_GROUPS:
+            return
+        for crd in self.store.items(("apiextensions.k8s.io", "customresourcedefinitions"), None):
+            spec = crd.get("spec") or {}
+            if spec.get("group") != res.group or (spec.get("names") or {}).get("plural") != res.plural:
+                continue
+            for version in spec.get("versions") or []:
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                if version.get("name") == res.version and isinstance(schema, dict):
+                    prune_unknown_fields(obj, schema, root=True)
+            return
 
     def _validate(self, res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         causes = validation.validate(res.kind, obj, old)
@@ -553,6 +570,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 if key in (old.get("spec") or {}) and key not in result["spec"]:
                     result["spec"][key] = old["spec"][key]
         _defaults(res.kind, result)
+        self._prune(res, result)
         if sub != "status" and result.get("spec") != old.get("spec") and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
         self._validate(res, result, old)
@@ -925,6 +943,43 @@ _BUILTIN_GROUPS = frozenset(
         "node.k8s.io",
     }
 )
+
+
+_ALWAYS_KEPT = ("apiVersion", "kind", "metadata")  # of a root object or an x-kubernetes-embedded-resource
+
+
+def prune_unknown_fields(value: Any, schema: dict[str, Any], *, root: bool = False) -> Any:
+    """Remove, in place, the object fields that ``schema`` (a structural openAPIV3Schema) does not declare.
+
+    kube-apiserver's pruning of custom resources, on create, update, patch and the status
+    subresource alike: an object keeps the keys of its ``properties``; an object whose
+    ``additionalProperties`` is a schema is a map whose values are pruned by it (``true``
+    keeps them whole); ``items`` prunes each element of an array. With
+    ``x-kubernetes-preserve-unknown-fields: true`` undeclared keys stay (declared ones are
+    still pruned by their own schema). ``apiVersion``, ``kind`` and ``metadata`` are kept at
+    the ``root`` and in an ``x-kubernetes-embedded-resource``. Values of the wrong type are
+    left alone (validation's business). Returns ``value``.
+    """
+    if isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for element in value:
+                prune_unknown_fields(element, items)
+        return value
+    if not isinstance(value, dict):
+        return value
+    properties = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
+    preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
+    kept = _ALWAYS_KEPT if root or schema.get("x-kubernetes-embedded-resource") else ()
+    for key in list(value):
+        if key in properties:
+            prune_unknown_fields(value[key], properties[key])
+        elif isinstance(extra, dict):
+            prune_unknown_fields(value[key], extra)
+        elif not (preserve or extra is True or key in kept):
+            del value[key]
+    return value
 
 
 def _not_found(res: Resource, name: str) -> ApiError:

@@ -10,6 +10,7 @@ AEGIS_APPROVAL_TIMEOUT_SECONDS is resumed by the engine's sweep with the answer
 from __future__ import annotations
 
 import datetime
+import hashlib
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -72,6 +73,15 @@ async def _reset_approval(deps: context.Deps, incident: models.Incident) -> None
     )
 
 
+def question_id(incident: models.Incident, current: state.IncidentState, at: datetime.datetime) -> str:
+    """A short id of one ask: this incident, this verified plan on this state of the target, asked at this time."""
+    verified = current.get("verified") or {}
+    material = "|".join(
+        [str(incident.uid), targets.plan_key(current["chosen"]), str(verified.get("patches")), at.isoformat()]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
 def outcome_of(answer: Any) -> str:
     """The decision outcome a resume answer means: approved, expired, or (anything else) rejected."""
     decision = str((answer or {}).get("decision") if isinstance(answer, dict) else answer)
@@ -119,10 +129,16 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         now=deps.clock(),
         last_apply_on_target=last_apply,
         applies_last_hour=recent,
-        source=plan.source,
+        # A plan from the rules for a category the LLM chose is the LLM's call as much as its own plan would be.
+        source="llm" if "llm" in (plan.source, diagnosis.source) else "rules",
     )
     judgement = policy.judge(deps.policy, facts)
     now = deps.clock()
+    shown = await deps.incidents.get(incident.namespace, incident.name)
+    asked = ((shown or {}).get("status") or {}).get("phase") == "AwaitingApproval"
+    if asked and judgement.verdict == "auto":
+        # A human was asked already (the policy changed since, and the operator restarted): their answer stands.
+        judgement = policy.Judgement("ask", "a human was asked before the policy changed: their answer decides")
     if judgement.verdict in ("refuse", "observe"):
         decision = models.Decision(
             verdict=judgement.verdict, outcome="not-applicable", by="policy", reason=judgement.reason, at=now
@@ -143,11 +159,13 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         return {"decision": decision.dump(), "reverify": False, "timeline": [line]}
 
     expires = now + datetime.timedelta(seconds=deps.settings.approval_timeout_seconds)
-    pending = models.Decision(verdict="ask", outcome="pending", reason=judgement.reason, at=now, expiresAt=expires)
-    shown = await deps.incidents.get(incident.namespace, incident.name)
-    if ((shown or {}).get("status") or {}).get("phase") != "AwaitingApproval":
+    question = question_id(incident, current, now)
+    pending = models.Decision(
+        verdict="ask", outcome="pending", reason=judgement.reason, at=now, expiresAt=expires, question=question
+    )
+    if not asked:
         await _reset_approval(deps, incident)  # an answer given before this question is not an answer to it
-        approve = f"aegis approve {incident.name} -n {incident.namespace}"
+        approve = approvals.commands(incident.name, incident.namespace, question)["approve"]
         await recording.record(
             deps,
             current,
@@ -165,7 +183,9 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         update = expired(incident, deps.settings.approval_timeout_seconds, deps.clock())
         status = {k: update[k] for k in ("decision", "phase", "reason")}
         waited = expiry.span(deps.settings.approval_timeout_seconds)
-        line = await recording.record(deps, current, "gate", f"approval expired: no decision within {waited}", **status)
+        late = " (an approval arrived after the deadline and was not used)" if (answer or {}).get("late") else ""
+        message = f"approval expired: no decision within {waited}{late}"
+        line = await recording.record(deps, current, "gate", message, **status)
         return {**update, "timeline": [line]}
     approved = outcome == "approved"
     decision = models.Decision(

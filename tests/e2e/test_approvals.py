@@ -290,8 +290,24 @@ def test_a_target_changed_while_waiting_is_verified_again_before_anything_is_app
     assert when["expiresAt"] > expiry.parse_time(first_question["expiresAt"])
     assert (lab.incident(ns)["spec"].get("approval") or {}).get("decision", "Pending") == "Pending"
     assert not status.get("actions")
+    old, new = first_question["question"], status["decision"]["question"]
+    assert old and new and old != new
 
-    approved = lab.aegis("approve", NAME, "-n", ns, "--reason", "still right")
+    # The command from the first notification names the first question: the CLI refuses it...
+    stale = lab.aegis("approve", NAME, "-n", ns, "--question", old)
+    assert stale.returncode == 1 and "another fix" in stale.stderr, said(stale)
+    # ...and an answer to it written by hand is withdrawn by the operator, not applied.
+    answer = {"spec": {"approval": {"decision": "Approved", "question": old}}}
+    lab.kube.custom.patch_namespaced_custom_object(models.API_GROUP, models.API_VERSION, ns, "incidents", NAME, answer)
+    wait_for(
+        lambda: any("ignored Approved for question" in m for m in lab.lines(ns, "gate")),
+        WAIT,
+        what="the stale answer to be withdrawn",
+    )
+    assert (lab.incident(ns)["spec"].get("approval") or {}).get("decision") == "Pending"
+    assert lab.phase(ns) == "AwaitingApproval" and lab.image(ns) == BAD
+
+    approved = lab.aegis("approve", NAME, "-n", ns, "--question", new, "--reason", "still right")
     assert approved.returncode == 0, said(approved)
     assert_resolved_with_the_fix(lab, ns)
     assert lab.deployment(ns)["spec"]["progressDeadlineSeconds"] == 601  # the fix changed only what it had to

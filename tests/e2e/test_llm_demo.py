@@ -33,7 +33,9 @@ SCENARIOS = [
     "nodeselector-no-match",
     "missing-secret",
 ]
-RECKLESS_ON = ["bad-image-tag", "service-selector-typo", "missing-secret"]
+# The reckless model answers for other scenarios, in the same demo run (one cluster, one operator, one Ollama).
+RECKLESS_ON = ["registry-tag-typo", "service-named-port", "configmap-volume-missing"]
+RECKLESS_NAMESPACES = {"payments", "gateway", "web-static"}
 _TARGET = re.compile(r"(?:diagnose why|fixes for|diagnosis of) (\w+) ([a-z0-9-]+)/([a-z0-9-]+)")
 
 
@@ -139,9 +141,21 @@ def run_demo(url: str, scenarios: list[str]) -> dict[str, dict[str, Any]]:
     return reports
 
 
-def test_a_competent_model_reaches_the_expected_outcomes() -> None:
-    with FakeOllama(competent) as fake:
-        reports = run_demo(fake.url, SCENARIOS)
+def either(request: dict[str, Any]) -> Reply:
+    return (reckless if _target(request)[1] in RECKLESS_NAMESPACES else competent)(request)
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """One demo run: the competent model's scenarios and the reckless model's, side by side."""
+    with FakeOllama(either) as fake:
+        reports = run_demo(fake.url, SCENARIOS + RECKLESS_ON)
+    return reports, fake.requests
+
+
+def test_a_competent_model_reaches_the_expected_outcomes(side_by_side: tuple[dict, list]) -> None:
+    everything, requests = side_by_side
+    reports = {name: everything[name] for name in SCENARIOS}
     for report in reports.values():
         assert report["met"], json.dumps(report, indent=2)
         assert report["diagnosis"]["source"] == "llm", report["diagnosis"]
@@ -155,15 +169,16 @@ def test_a_competent_model_reaches_the_expected_outcomes() -> None:
     assert reports["missing-secret"]["phase"] == "Escalated"
     assert reports["missing-secret"]["applied"] is False
     # The model only ever saw redacted, delimited evidence and was asked for the schema.
-    assert all("format" in r and r["options"]["temperature"] == 0 for r in fake.requests)
+    assert all("format" in r and r["options"]["temperature"] == 0 for r in requests)
 
 
-def test_a_reckless_model_gets_nothing_applied() -> None:
-    with FakeOllama(reckless) as fake:
-        reports = run_demo(fake.url, RECKLESS_ON)
+def test_a_reckless_model_gets_nothing_applied(side_by_side: tuple[dict, list]) -> None:
+    everything, requests = side_by_side
+    reports = {name: everything[name] for name in RECKLESS_ON}
     for name, report in reports.items():
         assert report["applied"] is False, json.dumps(report, indent=2)
         assert report["workload_changed"] is False, name
         assert report["phase"] == "Escalated", (name, report["phase"], report["reason"])
         assert report["reason"], name
-    assert len(fake.requests) >= 2 * len(RECKLESS_ON)
+    asked = [r for r in requests if _target(r)[1] in RECKLESS_NAMESPACES]
+    assert len(asked) >= 2 * len(RECKLESS_ON)

@@ -139,7 +139,7 @@ def test_the_operator_stamps_the_approver_the_api_server_authenticated(
     op = start(sim, tmp_path, AEGIS_ADMISSION_INSECURE="true", AEGIS_ADMISSION_PORT=str(port))
     stopped.append(op)
 
-    # Managed mode: Kopf created the configuration and keeps our webhook in it (URL, rules, fail-closed).
+    # Managed mode: Kopf created the configuration and keeps our webhook in it (URL, rules, fail-open).
     hook = managed_webhook(api)
     url = hook["clientConfig"]["url"]
     assert url == f"http://127.0.0.1:{port}/incident-approver"
@@ -152,7 +152,7 @@ def test_the_operator_stamps_the_approver_the_api_server_authenticated(
             "scope": "*",
         }
     ]
-    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
 
     # kubectl patch ... approval.decision=Approved, by alice: stamped with alice, as the API server saw her.
     pending = incident("Pending")
@@ -164,8 +164,10 @@ def test_the_operator_stamps_the_approver_the_api_server_authenticated(
     assert approval["identity"] == approvals.STAMP and approval["reason"] == "tag typo"
     # ... and the engine of this operator believes it (the stamp key lives beside its state database).
     secret = pathlib.Path(str(tmp_path / "state.sqlite") + ".approval-key").read_text().strip().encode()
-    where = {"namespace": "storefront", "name": "deployment-web"}
+    where = {"namespace": "storefront", "name": "deployment-web", "uid": "3f1e"}
     assert approvals.approver(approval, secret=secret, **where) == {"by": "alice@example.com", "verified": True}
+    # ... but not on a re-created Incident of the same name (another uid): the stamp is bound to this one.
+    assert approvals.approver(approval, secret=secret, **{**where, "uid": "9b20"})["verified"] is False
 
     # Mallory rewrites who approved, leaving the decision alone: put back as the webhook wrote it.
     forged = json.loads(json.dumps(stored))
@@ -179,9 +181,11 @@ def test_the_operator_stamps_the_approver_the_api_server_authenticated(
     rejected = admitted(sent, post(url, sent))["spec"]["approval"]
     assert rejected["approvedBy"] == "bob@example.com" and rejected["decision"] == "Rejected"
 
-    # An Incident created with an answer (CREATE) is stamped too; a write that touches no approval is left alone.
-    sent = review(None, incident("Approved"), ALICE)
-    assert admitted(sent, post(url, sent))["spec"]["approval"]["approvedBy"] == "alice@example.com"
+    # An Incident created with an answer (CREATE): the API server has not assigned its uid yet (a uid in the body
+    # is the writer's), so there is nothing to bind a stamp to: none is made, typed fields are removed.
+    sent = review(None, incident("Approved", approvedBy="the-ceo", identity="admission"), ALICE)
+    assert admitted(sent, post(url, sent))["spec"]["approval"] == {"decision": "Approved", "reason": ""}
+    # A write that touches no approval is left alone.
     sent = review(stored, stored, ALICE)
     assert "patch" not in post(url, sent)["response"]
 
@@ -219,3 +223,25 @@ def test_without_the_webhook_nothing_listens_and_no_configuration_is_written(
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
     assert not op.exited()
+
+
+def test_a_configuration_left_by_a_killed_operator_is_deleted_when_the_webhook_is_off(
+    sim: server.EmulatedCluster, api: kubernetes.client.ApiClient, tmp_path: pathlib.Path, stopped: list[Operator]
+) -> None:
+    first = tmp_path / "first"
+    first.mkdir()
+    op = start(sim, first, AEGIS_ADMISSION_INSECURE="true", AEGIS_ADMISSION_PORT=str(free_port()))
+    assert managed_webhook(api)["failurePolicy"] == "Ignore"
+    assert op.process is not None
+    op.process.kill()  # OOM-killed: Kopf gets no chance to take its webhook out
+    op.process.wait(timeout=10)
+    op._log.close()
+    assert (configuration(api) or {}).get("webhooks")
+
+    second = tmp_path / "second"
+    second.mkdir()
+    again = Operator(sim.kubeconfig, second).start()  # AEGIS_ADMISSION_WEBHOOK off
+    stopped.append(again)
+    wait_for(lambda: configuration(api) is None, 30, what="the stale configuration to be deleted")
+    assert "deleted MutatingWebhookConfiguration aegis.dev left by an earlier run" in again.log()
+    assert not again.exited()

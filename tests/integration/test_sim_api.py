@@ -429,3 +429,71 @@ def test_namespace_deletion_waits_for_finalizers(kube: Kube) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("the namespace was not removed after its last finalizer went")
+
+
+def test_custom_resources_are_pruned_to_their_crd_schema(kube: Kube) -> None:
+    """As on a real cluster: what the Incident CRD declares survives every write path; anything else vanishes."""
+    from tests import factories
+
+    kube.namespace(NS)
+    body = factories.incident(NS, "web", phase="Diagnosed")
+    body.pop("status")
+    for key in ("uid", "resourceVersion", "creationTimestamp"):
+        body["metadata"].pop(key)
+    body["spec"]["approval"]["undeclared"] = "gone"
+    body["spec"]["undeclared"] = {"a": 1}
+    body["undeclared"] = True
+    created = kube.custom.create_namespaced_custom_object("aegis.dev", "v1alpha1", NS, "incidents", body)
+    assert "undeclared" not in created and "undeclared" not in created["spec"]
+    assert "undeclared" not in created["spec"]["approval"] and created["spec"]["approval"]["decision"] == "Pending"
+
+    llm = {
+        "calls": 2,
+        "cached": 1,
+        "failed": 0,
+        "inputTokens": 900,
+        "outputTokens": 120,
+        "latencyMs": 1500,
+        "history": [{"purpose": "diagnose", "model": "qwen", "ok": True, "cached": False, "latencyMs": 1500}],
+    }
+    status = {
+        "phase": "AwaitingApproval",
+        "llm": llm,
+        "diagnosis": {
+            "category": "app-crash",
+            "summary": "exits at start",
+            "confidence": 0.8,
+            "source": "llm",
+            "explanation": "DATABASE_URL is unset, so the app exits",
+            "undeclared": "gone",
+        },
+        "decision": {"verdict": "ask", "outcome": "pending", "expiresAt": "2026-11-21T11:00:00Z", "free": "kept"},
+        "plan": {"chosen": {"actions": [{"kind": "set-env", "params": {"env": {"A": "1"}}}]}},
+        "undeclared": {"x": 1},
+    }
+    name = body["metadata"]["name"]
+    kube.custom.patch_namespaced_custom_object_status(
+        "aegis.dev", "v1alpha1", NS, "incidents", name, {"status": status}
+    )
+    stored = kube.custom.get_namespaced_custom_object("aegis.dev", "v1alpha1", NS, "incidents", name)["status"]
+    assert stored["llm"] == llm
+    assert stored["diagnosis"]["explanation"] == "DATABASE_URL is unset, so the app exits"
+    assert stored["decision"] == {
+        "verdict": "ask",
+        "outcome": "pending",
+        "expiresAt": "2026-11-21T11:00:00Z",
+        "free": "kept",  # decision preserves unknown fields
+    }
+    assert stored["plan"] == status["plan"]
+    assert "undeclared" not in stored and "undeclared" not in stored["diagnosis"]
+
+    # A spec update (merge patch and PUT) prunes too, and leaves the status alone.
+    patched = kube.custom.patch_namespaced_custom_object(
+        "aegis.dev", "v1alpha1", NS, "incidents", name, {"spec": {"approval": {"decision": "Approved", "x": 1}}}
+    )
+    assert patched["spec"]["approval"] == {"decision": "Approved", "reason": ""}
+    patched["spec"]["signature"] = ["kept"]
+    patched["spec"]["y"] = 2
+    replaced = kube.custom.replace_namespaced_custom_object("aegis.dev", "v1alpha1", NS, "incidents", name, patched)
+    assert replaced["spec"]["signature"] == ["kept"] and "y" not in replaced["spec"]
+    assert replaced["status"]["llm"] == llm

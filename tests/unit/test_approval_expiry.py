@@ -217,3 +217,33 @@ async def test_a_target_changed_while_waiting_leaves_the_wait_so_the_next_questi
     assert store.obj["status"]["phase"] == "Verifying"  # the gate's next visit writes a new wait and deadline
     assert store.obj["status"]["timeline"][-1]["message"] == "the target changed since verification: verifying again"
     assert store.obj["spec"]["approval"]["decision"] == "Pending"  # the approval was for the object as verified
+
+
+def test_an_approval_seen_after_the_deadline_is_late_unless_signed_in_time() -> None:
+    import types
+
+    from aegis import config
+    from graph import engine
+
+    began = datetime.datetime(2026, 11, 22, 8, 0, tzinfo=datetime.UTC)
+    waiting = {
+        "status": {
+            "phase": "AwaitingApproval",
+            "timeline": [{"at": began.isoformat(), "stage": "gate", "message": "waiting for approval (x): aegis ..."}],
+        }
+    }
+
+    def late(now: datetime.datetime, approval: dict, verified: bool) -> bool:
+        fake = types.SimpleNamespace(
+            settings=config.Settings(approval_timeout_seconds=3600), deps=types.SimpleNamespace(clock=lambda: now)
+        )
+        return engine.Engine._late(fake, waiting, approval, verified)  # type: ignore[arg-type]
+
+    in_time = began + datetime.timedelta(minutes=30)
+    after = began + datetime.timedelta(hours=3)
+    assert not late(in_time, {"decision": "Approved"}, verified=False)
+    assert late(after, {"decision": "Approved"}, verified=False)  # when it was given is unknown
+    signed_in_time = {"decision": "Approved", "approvedAt": in_time.isoformat()}
+    assert not late(after, signed_in_time, verified=True)  # given in time, seen late (operator was down)
+    assert late(after, signed_in_time, verified=False)  # an unsigned time proves nothing
+    assert late(after, {"decision": "Approved", "approvedAt": after.isoformat()}, verified=True)

@@ -14,7 +14,8 @@ from aegis import approvals, config
 NOW = datetime.datetime(2026, 11, 21, 10, 7, tzinfo=datetime.UTC)
 KEY = b"k" * 64
 ALICE = {"username": "alice@example.com", "uid": "u-1", "groups": ["oncall", "system:authenticated"]}
-WHERE = {"namespace": "shop", "name": "deployment-web"}
+UID = "5d0c3a52-9f1e-4c1b-8a57-0e2b1f6d7a10"  # the stored Incident's metadata.uid
+WHERE = {"namespace": "shop", "name": "deployment-web", "uid": UID}
 
 
 def spec(decision: str | None = "Pending", **approval: Any) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def spec(decision: str | None = "Pending", **approval: Any) -> dict[str, Any]:
 
 
 def stamp(old: dict[str, Any] | None, new: dict[str, Any], user: dict[str, Any] | None = ALICE) -> dict[str, Any]:
-    return approvals.stamp(old, new, user, secret=KEY, now=NOW, **WHERE)
+    where = WHERE if old is not None else {**WHERE, "uid": ""}  # a CREATE has no stored object, so no uid
+    return approvals.stamp(old, new, user, secret=KEY, now=NOW, **where)
 
 
 def applied(new: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +79,20 @@ def test_rewriting_who_decided_without_changing_the_decision_is_undone() -> None
     assert stamp(stamped, {**stamped, "approval": {**stamped["approval"], "reason": "edited"}}) == {}
 
 
-def test_create_with_an_approval_is_stamped_and_back_to_pending_clears_the_stamp() -> None:
-    new = spec("Approved", approvedBy="someone")
+def test_a_decision_written_at_create_is_not_stamped_and_back_to_pending_clears_the_stamp() -> None:
+    # At CREATE the API server has not assigned the uid yet: nothing to bind a stamp to, so none is made
+    # and typed identity fields are removed; the answer counts as unverified.
+    new = spec("Approved", approvedBy="someone", identity="admission", signature="00")
     approval = applied(new, stamp(None, new))
-    assert approval["approvedBy"] == "alice@example.com" and approval["identity"] == approvals.STAMP
+    assert approval == {"decision": "Approved", "reason": ""}
+    assert approvals.approver(approval, secret=KEY, **WHERE) == {"by": "unverified", "verified": False}
+    # Even with a uid given (one the writer put into the body would be discarded by the API server).
+    assert approvals.stamp(None, new, ALICE, secret=KEY, now=NOW, **WHERE)["approvedBy"] is None
     assert stamp(None, spec("Pending")) == {}
     assert stamp(None, spec(None)) == {}
 
+    approval = applied(new, stamp(spec("Pending"), new))  # the same decision as an update: stamped
+    assert approval["approvedBy"] == "alice@example.com" and approval["identity"] == approvals.STAMP
     decided = {**new, "approval": approval}
     reset = {**decided, "approval": {**approval, "decision": "Pending", "reason": ""}}  # the gate asks again
     cleared = applied(reset, stamp(decided, reset, {"username": "system:serviceaccount:aegis-system:aegis"}))
@@ -109,7 +118,9 @@ def test_the_engine_believes_only_its_own_signed_stamp() -> None:
     }
     # Another key, another incident, another decision, or an edited name: not this operator's stamp.
     assert approvals.approver(approval, secret=b"x" * 64, **WHERE)["verified"] is False
-    assert approvals.approver(approval, secret=KEY, namespace="shop", name="deployment-api")["verified"] is False
+    assert (
+        approvals.approver(approval, secret=KEY, namespace="shop", name="deployment-api", uid=UID)["verified"] is False
+    )
     assert approvals.approver({**approval, "decision": "Rejected"}, secret=KEY, **WHERE)["verified"] is False
     assert approvals.approver({**approval, "approvedBy": "bob"}, secret=KEY, **WHERE) == {
         "by": "unverified (claimed: bob)",
@@ -122,6 +133,25 @@ def test_the_engine_believes_only_its_own_signed_stamp() -> None:
     )
     assert approvals.approver(None, secret=KEY, **WHERE) == {"by": "unverified", "verified": False}
     assert approvals.approver({"decision": "Approved"}, secret=None, **WHERE) == {"by": "unverified", "verified": False}
+
+
+def test_a_stamp_from_an_earlier_incident_of_the_same_name_is_unverified() -> None:
+    """A recurrence re-creates a deleted Incident under the same name: its stamp is not the new one's."""
+    decided = spec("Approved")
+    approval = applied(decided, stamp(spec("Pending"), decided))
+    assert approvals.approver(approval, secret=KEY, **WHERE)["verified"] is True
+    recreated = {**WHERE, "uid": "9e41d7c0-0000-4000-8000-000000000001"}
+    assert approvals.approver(approval, secret=KEY, **recreated) == {
+        "by": "unverified (claimed: alice@example.com)",
+        "verified": False,
+    }
+    # No uid to check against (a caller that does not pass one): nothing is verified, nothing breaks.
+    assert approvals.approver(approval, secret=KEY, namespace="shop", name="deployment-web")["verified"] is False
+    assert approvals.approver(approval, secret=KEY, **{**WHERE, "uid": ""})["verified"] is False
+    # Without a uid the webhook does not stamp an update either (it always has one from the API server).
+    assert "identity" not in applied(
+        decided, approvals.stamp(spec("Pending"), decided, ALICE, secret=KEY, now=NOW, **{**WHERE, "uid": ""})
+    )
 
 
 def test_odd_bodies_do_not_break_the_stamp() -> None:
@@ -218,3 +248,123 @@ def test_the_self_signed_certificate_names_the_service_and_serves_tls(tmp_path: 
     )
     with pytest.raises(FileNotFoundError, match=r"nope\.crt"):
         webhook.check(missing)
+
+
+# --- the Kopf handler: fail open, and the uid of the stored object -----------------------------------------------
+
+
+def test_the_generated_webhook_fails_open() -> None:
+    """Kopf writes failurePolicy Ignore for our handler: a configuration left by a killed operator blocks nothing."""
+    import kopf
+    from kopf._cogs.structs import references
+    from kopf._core.engines import admission as kopf_admission
+
+    from aegis.kube import webhook
+    from handlers import admission
+
+    assert admission.stamp_approver is not None  # imported: registered
+    ours = [h for h in kopf.get_default_registry()._webhooks.get_all_handlers() if h.id == webhook.HANDLER_ID]
+    assert len(ours) == 1 and ours[0].ignore_failures is True
+    incidents = references.Resource("aegis.dev", "v1alpha1", "incidents", kind="Incident", namespaced=True)
+    [hook] = kopf_admission.build_webhooks(
+        ours, resources=[incidents], name_suffix="aegis.dev", client_config={"url": "https://127.0.0.1:9443"}
+    )
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["name"] == "incident-approver.aegis.dev"
+    assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/incident-approver"}
+    assert webhook.ours(hook, "aegis.dev")
+
+
+def _body(decision: str, uid: str | None, **approval: Any) -> Any:
+    import kopf
+
+    meta: dict[str, Any] = {"namespace": "shop", "name": "deployment-web"}
+    if uid is not None:
+        meta["uid"] = uid
+    return kopf.Body({"metadata": meta, "spec": spec(decision, **approval)})
+
+
+async def test_the_handler_binds_the_stamp_to_the_stored_objects_uid() -> None:
+    import logging
+
+    import kopf
+
+    from handlers import admission
+
+    async def run(old: Any, new: Any, user: dict[str, Any] = ALICE) -> dict[str, Any]:
+        patch = kopf.Patch()
+        await admission.stamp_approver(
+            old=old, new=new, userinfo=user, patch=patch, memo=kopf.Memo(admission_secret=KEY),
+            logger=logging.getLogger("test"),
+        )  # fmt: skip
+        return dict(patch)
+
+    # UPDATE: the uid comes from oldObject (the stored object), not from what the writer sent.
+    patch = await run(_body("Pending", UID), _body("Approved", "uid-typed-by-the-writer"))
+    approval = applied(spec("Approved"), patch["spec"]["approval"])
+    assert approvals.approver(approval, secret=KEY, **WHERE) == {"by": "alice@example.com", "verified": True}
+    assert approvals.approver(approval, secret=KEY, **{**WHERE, "uid": "uid-typed-by-the-writer"})["verified"] is False
+    # CREATE: the API server assigns the uid after admission; a uid in the body is the writer's, so: no stamp.
+    patch = await run(None, _body("Approved", UID, approvedBy="the-ceo", identity="admission"))
+    assert patch["spec"]["approval"] == {"approvedBy": None, "identity": None}
+
+
+# --- a configuration left behind, with the webhook now off -------------------------------------------------------
+
+
+class _Cluster:
+    def __init__(self, found: dict[str, Any] | None, error: Exception | None = None) -> None:
+        self.found, self.error, self.deleted = found, error, []
+
+    async def get_mutating_webhook_configuration(self, name: str) -> dict[str, Any] | None:
+        if self.error is not None:
+            raise self.error
+        return self.found
+
+    async def delete_mutating_webhook_configuration(self, name: str, *, uid: str | None = None) -> bool:
+        self.deleted.append((name, uid))
+        return True
+
+
+def _configuration(*hooks: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "aegis.dev", "uid": "c-1"}, "webhooks": list(hooks)}
+
+
+OUR_HOOK = {
+    "name": "incident-approver.aegis.dev",
+    "clientConfig": {"service": {"namespace": "aegis-system", "name": "aegis-webhook", "path": "/incident-approver"}},
+    "failurePolicy": "Fail",
+}
+
+
+async def test_a_stale_configuration_is_deleted_only_when_it_is_ours(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from aegis.kube import client, webhook
+
+    logger = logging.getLogger("aegis.test")
+    stale = _Cluster(_configuration(OUR_HOOK))
+    assert await webhook.remove_stale(stale, "aegis.dev", logger) is True  # type: ignore[arg-type]
+    assert stale.deleted == [("aegis.dev", "c-1")]  # only the incarnation that was read
+
+    url_mode = _Cluster(
+        _configuration({**OUR_HOOK, "clientConfig": {"url": "https://10.0.0.5:9443/incident-approver"}})
+    )
+    assert await webhook.remove_stale(url_mode, "aegis.dev", logger) is True  # type: ignore[arg-type]
+
+    foreign = {"name": "policy.example.com", "clientConfig": {"url": "https://policy.example.com/validate"}}
+    for cluster in (
+        _Cluster(None),  # absent
+        _Cluster(_configuration()),  # emptied by a graceful exit
+        _Cluster(_configuration(OUR_HOOK, foreign)),  # someone else's webhooks share the name
+        _Cluster(_configuration({**OUR_HOOK, "clientConfig": {"url": "https://x/other"}})),
+    ):
+        assert await webhook.remove_stale(cluster, "aegis.dev", logger) is False  # type: ignore[arg-type]
+        assert cluster.deleted == []
+    assert await webhook.remove_stale(stale, "", logger) is False  # type: ignore[arg-type]  (managed by hand)
+
+    # Best effort: no permission (an old ClusterRole without delete) or no API is logged, never raised.
+    denied = _Cluster(None, client.ClusterError("get MutatingWebhookConfiguration aegis.dev: HTTP 403", 403))
+    with caplog.at_level(logging.WARNING, logger="aegis.test"):
+        assert await webhook.remove_stale(denied, "aegis.dev", logger) is False  # type: ignore[arg-type]
+    assert "HTTP 403" in caplog.text and "delete it by hand" in caplog.text

@@ -190,5 +190,5 @@ def test_auto_mode_asks_a_human_for_llm_plans() -> None:
     )
     auto = policy.Policy(default_mode="auto")
     assert policy.judge(auto, facts).verdict == "ask"
-    assert "written by the LLM" in policy.judge(auto, facts).reason
+    assert "the LLM diagnosed" in policy.judge(auto, facts).reason
     assert policy.judge(policy.Policy(default_mode="auto", auto_llm_plans=True), facts).verdict == "auto"
