@@ -89,11 +89,20 @@ def shadows(kube: Kube) -> list[str]:
     return [n.metadata.name for n in kube.core.list_namespace(label_selector="aegis.dev/shadow=true").items]
 
 
+def wait_phase(kube: Kube, op: Operator, wanted: str, timeout: float) -> None:
+    """Poll for ``wanted``; on timeout, say where the incident was and what the operator logged."""
+    try:
+        wait_for(lambda: phase(kube) == wanted, timeout, what=f"the incident to reach {wanted}")
+    except AssertionError as exc:
+        status = json.dumps(incident(kube).get("status") or {}, indent=1)[-3000:]
+        raise AssertionError(f"{exc}\nstatus: {status}\noperator log:\n{op.log()[-3000:]}") from None
+
+
 def test_killed_while_waiting_for_approval(lab: tuple[cluster.SimCluster, Kube], tmp_path: pathlib.Path) -> None:
     sim, kube = lab
     first = operator(sim, tmp_path)
     break_storefront(sim)
-    wait_for(lambda: phase(kube) == "AwaitingApproval", 90, what="the incident to wait for approval")
+    wait_phase(kube, first, "AwaitingApproval", 90)
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     assert image(kube) == "nginx:1.277"
@@ -113,7 +122,7 @@ def test_killed_while_waiting_for_approval(lab: tuple[cluster.SimCluster, Kube],
             "-p",
             json.dumps({"spec": {"approval": {"decision": "Approved", "reason": "go"}}}),
         )
-        wait_for(lambda: phase(kube) == "Resolved", 120, what="the resumed incident to be resolved")
+        wait_phase(kube, second, "Resolved", 120)
     finally:
         second.stop()
     assert image(kube) == "nginx:1.27"

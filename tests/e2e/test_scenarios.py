@@ -133,7 +133,7 @@ def test_denied_fixes_end_rejected_and_change_nothing() -> None:
 
 def test_a_fix_that_passes_the_shadow_but_not_production_is_rolled_back() -> None:
     """The leaky worker's doubled limit survives the shadow window, then leaks past it in production."""
-    proc = demo("--incident", str(ROOT / "tests/e2e/scenarios/leaky-worker"), "--timeout", "180")
+    proc = demo("--incident", str(ROOT / "tests/e2e/scenarios/leaky-worker"), "--timeout", "180", "--speed", "20")
     report = json.loads(proc.stdout.strip().splitlines()[0])
     assert report["verification"]["passed"] is True, report["verification"]
     assert report["phase"] == "RolledBack", report
