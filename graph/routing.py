@@ -14,7 +14,9 @@ def after_gather(current: state.IncidentState) -> Literal["diagnose", "report"]:
 
 
 def after_diagnose(current: state.IncidentState) -> Literal["propose", "report"]:
-    """Observe mode stops at the diagnosis; every other mode looks for a fix."""
+    """Observe mode stops at the diagnosis, and so does a workload that recovered; else look for a fix."""
+    if current.get("phase") == "Resolved":
+        return "report"
     return "report" if current.get("mode", "observe") == "observe" else "propose"
 
 

@@ -27,6 +27,28 @@ from graph import context, recording, state
 SETTLE_LOOKS = 4
 
 
+def recovered(evidence: models.Evidence) -> bool:
+    """Whether the target looks healthy now: every pod running and ready, every replica ready, a Service served.
+
+    K8sGPT can report a moment of a rollout (a Service without ready endpoints while its first pods start);
+    when AEGIS looks, the workload may be fine. Then there is nothing to fix, and nothing to escalate.
+    """
+    if not evidence.target_found:
+        return False
+    if evidence.service is not None:
+        return evidence.service.ready_endpoints > 0 and evidence.service.not_ready_endpoints == 0
+    if not evidence.pods:
+        return False
+    for pod in evidence.pods:
+        if pod.phase != "Running" or pod.scheduled_reason:
+            return False
+        if any(not c.ready or c.state != "running" for c in pod.containers if not c.init):
+            return False
+    summary = evidence.target_summary
+    wanted = summary.get("replicas")
+    return wanted is None or summary.get("status.readyReplicas", 0) >= wanted
+
+
 def settling(evidence: models.Evidence) -> bool:
     """Whether the target is visibly mid-change: pods starting without an error, or a rollout in progress."""
     for pod in evidence.pods:
@@ -54,6 +76,11 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         incident = models.Incident.model_validate(current["incident"])
         evidence = await deps.gatherer.gather(incident, list(current.get("hints", [])), deps.clock())
         diagnosis = rules.diagnose(evidence)
+    if diagnosis.category == "unknown" and recovered(evidence):
+        reason = "the workload is healthy now: the reported problem went away on its own; nothing was changed"
+        line = await recording.record(deps, current, "diagnose", reason, diagnosis=diagnosis.dump())
+        update = {"diagnosis": diagnosis.dump(), "phase": "Resolved", "reason": reason, "timeline": [line]}
+        return update | ({"evidence": evidence.dump()} if looks else {})
     if llm_mode == "only":
         diagnosis = _stand_aside()
     diagnosis, calls, llm_error, llm_note = await _consult(deps, current, evidence, diagnosis, llm_mode)

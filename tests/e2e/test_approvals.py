@@ -80,6 +80,19 @@ class Lab:
         """The scenario's manifests in ``namespace``; once healthy, its bad change (a release with a tag typo)."""
         asyncio.run(_apply(self.sim.url, relocate(SCENARIO.manifests, namespace), namespace))
         wait_for(lambda: self.healthy(namespace), WAIT, what=f"deployment web in {namespace} to roll out")
+        # K8sGPT may have caught the first rollout mid-way (a Service without ready endpoints): that incident
+        # ends on its own (the workload recovered); clear it so each case starts from the bad change alone.
+        wait_for(
+            lambda: all(
+                (i.get("status") or {}).get("phase") in models.TERMINAL_PHASES for i in self.kube.incidents(namespace)
+            ),
+            WAIT,
+            what=f"incidents of the first rollout in {namespace} to end",
+        )
+        for item in self.kube.incidents(namespace):
+            self.kube.custom.delete_namespaced_custom_object(
+                models.API_GROUP, models.API_VERSION, namespace, "incidents", item["metadata"]["name"]
+            )
         asyncio.run(_apply(self.sim.url, relocate(SCENARIO.change, namespace), namespace))
 
     # --- looking ---------------------------------------------------------------------------------------------------

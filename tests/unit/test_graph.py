@@ -192,3 +192,20 @@ def test_a_settling_workload_is_looked_at_again_before_unknown() -> None:
         containers=[models.ContainerState(name="web", state="waiting", reason="CrashLoopBackOff", restartCount=3)],
     )
     assert not diagnose.settling(models.Evidence(target=TARGET, pods=[crashing], collectedAt=NOW))
+
+
+def test_a_workload_healthy_by_the_time_aegis_looks_is_not_escalated() -> None:
+    from graph.nodes import diagnose
+
+    ready = models.ContainerState(name="web", image="nginx:1.27", ready=True, state="running")
+    pod = models.PodSummary(name="web-6d4cf56db6-x8k2p", phase="Running", containers=[ready])
+    healthy = models.Evidence(
+        target=TARGET, pods=[pod], targetSummary={"replicas": 1, "status.readyReplicas": 1}, collectedAt=NOW
+    )
+    assert diagnose.recovered(healthy)
+    starting = healthy.model_copy(update={"target_summary": {"replicas": 2, "status.readyReplicas": 1}})
+    assert not diagnose.recovered(starting)
+    assert not diagnose.recovered(_pull_evidence())
+    assert not diagnose.recovered(healthy.model_copy(update={"pods": []}))
+    assert routing.after_diagnose({"mode": "propose", "phase": "Resolved"}) == "report"
+    assert routing.after_diagnose({"mode": "propose", "phase": "Diagnosing"}) == "propose"
