@@ -70,7 +70,9 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     diagnosis = rules.diagnose(evidence)
     looks = 0
     # Whether the failure has shown itself is the rules' call in every mode, also when the model diagnoses.
-    while diagnosis.category == "unknown" and settling(evidence) and looks < SETTLE_LOOKS:
+    # A workload that looks healthy is watched over the same looks too: a wrong liveness probe or a slow leak
+    # shows itself only after a while, and "it went away on its own" must not be concluded from one glance.
+    while diagnosis.category == "unknown" and (settling(evidence) or recovered(evidence)) and looks < SETTLE_LOOKS:
         looks += 1
         await asyncio.sleep(deps.settings.settle_seconds)
         incident = models.Incident.model_validate(current["incident"])

@@ -124,8 +124,9 @@ def test_denied_fixes_end_rejected_and_change_nothing() -> None:
             rejected += 1
         else:
             # Escalation scenarios; or, on a loaded machine, a shadow run that could not prove a fix in time
-            # (then nobody is even asked): both end Escalated with a reason.
-            assert report["phase"] == "Escalated" and report["reason"], report["scenario"]
+            # (then nobody is even asked), or a report caught before the failure showed and the workload looked
+            # healthy over every look (Resolved, nothing changed): each ends with its reason, nothing applied.
+            assert report["phase"] in ("Escalated", "Resolved") and report["reason"], report["scenario"]
     heal = sum(1 for r in reports if r["expected"]["outcome"] == "heal")
     assert rejected >= heal - 2, f"only {rejected} of {heal} fixes reached the human who rejected them"
     assert proc.returncode == 1  # heal scenarios did not heal
