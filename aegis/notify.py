@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import difflib
 import json
 import logging
 import urllib.parse
@@ -29,9 +28,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import aiohttp
-import yaml
 
-from aegis import approvals, config, redact
+from aegis import approvals, config, redact, review
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +76,6 @@ def _document(patch: Any) -> Any:
     return _clean(patch)
 
 
-def _yaml_lines(value: Any) -> list[str]:
-    if value is None or value == {}:
-        return []
-    return yaml.safe_dump(value, sort_keys=True, default_flow_style=False, allow_unicode=True).splitlines()
-
-
 def diff(results: list[Mapping[str, Any]]) -> str:
     """Unified diff of what each rendered action changes: its pre-image (``preImage.undo``) against its patch."""
     chunks: list[str] = []
@@ -93,14 +85,9 @@ def diff(results: list[Mapping[str, Any]]) -> str:
         label = f"{target.get('kind', '?')}/{target.get('name', '?')}"
         before = _document(((result.get("preImage") or result.get("pre_image") or {}) or {}).get("undo"))
         after = _document(result.get("patch"))
-        lines = difflib.unified_diff(
-            _yaml_lines(before),
-            _yaml_lines(after),
-            fromfile=f"{label} (live)",
-            tofile=f"{label} ({action.get('kind', 'change')})",
-            lineterm="",
+        chunks.append(
+            review.unified_diff(before, after, f"{label} (live)", f"{label} ({action.get('kind', 'change')})")
         )
-        chunks.append("\n".join(lines))
     return "\n".join(chunk for chunk in chunks if chunk)
 
 

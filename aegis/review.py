@@ -277,7 +277,9 @@ def clean(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _yaml_lines(obj: Any) -> list[str]:
-    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=1000).splitlines()
+    if obj is None or obj == {}:
+        return []  # nothing there: every line of the other side is an addition (or a removal)
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=1000, allow_unicode=True).splitlines()
 
 
 def unified_diff(before: Any, after: Any, before_label: str, after_label: str) -> str:

@@ -21,7 +21,7 @@ class IncidentState(TypedDict, total=False):
     attempts: Annotated[list[dict[str, Any]], operator.add]  # {"plan", "verification"} per shadow run
     verification: dict[str, Any]  # models.Verification of the plan being taken forward
     chosen: dict[str, Any]  # models.Plan that passed the shadow
-    verified: dict[str, Any]  # {"uid", "generation"} of the target as verified
+    verified: dict[str, Any]  # {"uid", "spec", "patches", "results"} of the target and patches as verified
     decision: dict[str, Any]  # models.Decision
     results: list[dict[str, Any]]  # models.ActionResult of what was applied
     outcome: dict[str, Any]  # models.Outcome

@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from aegis import actions, approvals, expiry, models, policy
+from aegis import approvals, expiry, models, policy
 from graph import context, recording, state, targets
 
 MAX_REVERIFY = 3
@@ -45,22 +45,6 @@ async def _unchanged(deps: context.Deps, incident: models.Incident, verified: di
     return bool(live) and {k: v for k, v in targets.identity(live).items()} == {
         k: verified.get(k) for k in ("uid", "spec")
     }
-
-
-async def _rendered(
-    deps: context.Deps, incident: models.Incident, current: state.IncidentState
-) -> list[dict[str, Any]] | None:
-    """The verified plan rendered against the live objects (patches and pre-images), for the approval
-    message's diff; None when there is no notifier or it cannot be rendered (the message then has no diff)."""
-    if deps.notifier is None or not getattr(deps.notifier, "enabled", True):
-        return None
-    try:
-        evidence = models.Evidence.model_validate(current["evidence"])
-        plan = models.Plan.model_validate(current["chosen"])
-        objects, _, ctx = await targets.live_objects(deps, incident, evidence)
-        return [actions.render(a, objects[f"{a.target.kind}/{a.target.name}"], ctx).dump() for a in plan.actions]
-    except Exception:  # only the message's diff depends on it
-        return None
 
 
 async def _reset_approval(deps: context.Deps, incident: models.Incident) -> None:
@@ -174,7 +158,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             phase="AwaitingApproval",
             decision=pending.dump(),
         )
-        await recording.notify(deps, current, "awaiting-approval", await _rendered(deps, incident, current))
+        await recording.notify(deps, current, "awaiting-approval", (current.get("verified") or {}).get("results"))
     answer = interrupt(
         {"incident": f"{incident.namespace}/{incident.name}", "plan": plan.dump(), "reason": judgement.reason}
     )

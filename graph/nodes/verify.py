@@ -72,5 +72,9 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             r.action.model_copy(update={"rationale": a.rationale}) for r, a in zip(results, plan.actions, strict=True)
         ]
         update["chosen"] = plan.model_copy(update={"actions": rendered}).dump()
-        update["verified"] = {**targets.identity(live_target), "patches": targets.patch_digest(results)}
+        update["verified"] = {
+            **targets.identity(live_target),
+            "patches": targets.patch_digest(results),
+            "results": [r.dump() for r in results],  # the exact patches and pre-images (shown to the approver)
+        }
     return update

@@ -276,7 +276,8 @@ def _gate_state(live: dict[str, Any]) -> dict[str, Any]:
         "diagnosis": _incident()["status"]["diagnosis"],
         "verification": {"passed": True, "baselineReproduced": True},
         "chosen": models.Plan(actions=[action.model_copy(update={"risk": "low"})], rank=1).dump(),
-        "verified": targets.identity(live),
+        # As the verify node leaves it: the identity verified, and the exact rendered patches and pre-images.
+        "verified": {**targets.identity(live), "results": [actions.render(action, live).dump()]},
         "timeline": [],
     }
 
