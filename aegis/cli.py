@@ -74,13 +74,38 @@ def demo(
     json_output: bool = typer.Option(False, "--json", help="One JSON object per scenario on stdout."),
     speed: float = typer.Option(10.0, min=1.0, max=100.0, help="Cluster seconds per wall-clock second."),
     timeout: float = typer.Option(120.0, min=10.0, help="Wall seconds each scenario may take."),
+    kubeconfig: pathlib.Path | None = typer.Option(  # noqa: B008
+        None,
+        "--kubeconfig",
+        help="Run on an existing cluster (kind, minikube, a bare control plane) instead of the emulated one. "
+        "The scenario namespaces are created and removed; they must not exist yet.",
+        exists=True,
+        dir_okay=False,
+    ),
+    sim_nodes: bool = typer.Option(
+        False, "--sim-nodes", help="With --kubeconfig: attach emulated nodes + kubelet stand-in (a bare control plane)."
+    ),
+    real: pathlib.Path | None = typer.Option(  # noqa: B008
+        None,
+        "--real",
+        help="Start a throwaway real control plane from this folder of binaries (etcd, kube-apiserver, "
+        "kube-controller-manager, kube-scheduler) with emulated nodes, and run there.",
+        exists=True,
+        file_okay=False,
+    ),
 ) -> None:
-    """Run the scenarios on the emulated cluster with the real operator, offline, and report."""
-    from aegis.sim import demo as sim_demo
+    """Run the scenarios with the real operator and report: offline on the emulated cluster, or on a real one."""
+    from aegis import demo as demo_run
     from aegis.sim import scenarios
 
     if approve not in (None, "auto", "deny"):
         err.print("[red]--approve must be auto or deny[/red]")
+        raise typer.Exit(2)
+    if sim_nodes and kubeconfig is None:
+        err.print("[red]--sim-nodes attaches emulated nodes to the cluster given with --kubeconfig[/red]")
+        raise typer.Exit(2)
+    if real is not None and kubeconfig is not None:
+        err.print("[red]--real starts its own control plane: do not pass --kubeconfig with it[/red]")
         raise typer.Exit(2)
     paths = list(incident or [])
     if not paths:
@@ -90,7 +115,16 @@ def demo(
             raise typer.Exit(2)
         paths = scenarios.discover(root)
     mode = approve or ("ask" if sys.stdin.isatty() and not json_output else "deny")
-    code = sim_demo.run(paths, approve=mode, as_json=json_output, speed=speed, timeout=timeout)  # type: ignore[arg-type]
+    code = demo_run.run(
+        paths,
+        approve=mode,  # type: ignore[arg-type]
+        as_json=json_output,
+        speed=speed,
+        timeout=timeout,
+        kubeconfig=kubeconfig.resolve() if kubeconfig else None,
+        sim_nodes=sim_nodes,
+        real=real.resolve() if real else None,
+    )
     raise typer.Exit(code)
 
 
@@ -101,21 +135,56 @@ app.add_typer(sim_app, name="sim")
 @sim_app.command("serve")
 def sim_serve(
     kubeconfig: pathlib.Path = typer.Option(..., help="Where to write the kubeconfig that points at it."),  # noqa: B008
-    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: any free port)."),
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: any free port; emulated cluster only)."),
     speed: float = typer.Option(10.0, min=1.0, max=100.0, help="Cluster seconds per wall-clock second."),
     analyzer_interval: float = typer.Option(30.0, min=1.0, help="K8sGPT analysis interval, in cluster seconds."),
     images: list[pathlib.Path] = typer.Option(  # noqa: B008
         None, "--images", help="Extra image catalog (a scenario's images.yaml); repeatable.", exists=True
     ),
+    real: pathlib.Path | None = typer.Option(  # noqa: B008
+        None,
+        "--real",
+        help="Serve a real control plane started from this folder of binaries (etcd, kube-apiserver, "
+        "kube-controller-manager, kube-scheduler) with the emulated node side, instead of the emulated API.",
+        exists=True,
+        file_okay=False,
+    ),
 ) -> None:
-    """Serve the emulated cluster (API, controllers, kubelet stand-in, K8sGPT analyzer) until Ctrl-C."""
+    """Serve a cluster until Ctrl-C: the emulated one, or (--real) a real control plane with emulated nodes."""
     import asyncio
+    import shutil
     import signal
 
     from aegis.sim import cluster
 
-    options = cluster.ClusterOptions(speed=speed, analyzer_interval=analyzer_interval, images=list(images or []))
     kubeconfig = kubeconfig.resolve()
+
+    def hints(url: str) -> None:
+        err.print(f"  export KUBECONFIG={kubeconfig}")
+        err.print("  kubectl apply -f examples/incidents/bad-image-tag/manifests.yaml")
+        err.print("  kopf run -m handlers --all-namespaces     # or: aegis run")
+        err.print("Ctrl-C stops it.")
+
+    if real is not None:
+        from aegis.sim import controlplane, nodes
+
+        try:
+            with controlplane.ControlPlane(controlplane.ControlPlaneOptions(assets=real)) as plane:
+                shutil.copyfile(plane.kubeconfig, kubeconfig)
+                kubeconfig.chmod(0o600)
+                options = nodes.NodeSideOptions(
+                    speed=speed, analyzer_interval=analyzer_interval, images=list(images or [])
+                )
+                with nodes.NodeSide(plane.kubeconfig, options):
+                    err.print(f"Real control plane (v1.28 binaries in {plane.assets}) at {plane.url}, emulated nodes")
+                    _apply_crds(plane.kubeconfig)
+                    hints(plane.url)
+                    _wait_for_signal()
+        except controlplane.ControlPlaneError as exc:
+            _fail(str(exc), 2)
+        return
+
+    options = cluster.ClusterOptions(speed=speed, analyzer_interval=analyzer_interval, images=list(images or []))
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -124,13 +193,56 @@ def sim_serve(
             loop.add_signal_handler(signum, stop.set)
         async with cluster.run_cluster(kubeconfig, options, port=port or None) as running:
             err.print(f"Emulated cluster serving at {running.url}")
-            err.print(f"  export KUBECONFIG={kubeconfig}")
-            err.print("  kubectl apply -f examples/incidents/bad-image-tag/manifests.yaml")
-            err.print("  kopf run -m handlers --all-namespaces     # or: aegis run")
-            err.print("Ctrl-C stops it.")
+            hints(running.url)
             await stop.wait()
 
     asyncio.run(serve())
+
+
+@sim_app.command("nodes")
+def sim_nodes(
+    kubeconfig: pathlib.Path = typer.Option(  # noqa: B008
+        ..., help="The cluster to attach to (any API server; needs only API access).", exists=True, dir_okay=False
+    ),
+    count: int = typer.Option(3, "--nodes", min=1, max=50, help="How many emulated nodes."),
+    speed: float = typer.Option(10.0, min=1.0, max=100.0, help="Node-side seconds per wall-clock second."),
+    analyzer: bool = typer.Option(True, "--analyzer/--no-analyzer", help="Run the K8sGPT-compatible analyzer."),
+    analyzer_interval: float = typer.Option(30.0, min=1.0, help="K8sGPT analysis interval, in node-side seconds."),
+    images: list[pathlib.Path] = typer.Option(  # noqa: B008
+        None, "--images", help="Extra image catalog (a scenario's images.yaml); repeatable.", exists=True
+    ),
+) -> None:
+    """Attach the emulated node side (nodes, kubelet stand-in with its log API, volumes, analyzer) until Ctrl-C."""
+    from aegis.sim import nodes
+
+    options = nodes.NodeSideOptions(
+        nodes=count, speed=speed, analyzer=analyzer, analyzer_interval=analyzer_interval, images=list(images or [])
+    )
+    nodes.serve_nodes(kubeconfig.resolve(), options)
+
+
+def _wait_for_signal() -> None:
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def _apply_crds(kubeconfig: pathlib.Path) -> None:
+    """The Incident and K8sGPT Result CRDs on a fresh real control plane, so `aegis run` can start at once."""
+    import kubernetes
+
+    from aegis import crds
+    from aegis.kube import client as kube_client
+
+    api = kubernetes.client.ApiextensionsV1Api(kube_client.api_client_from_config(str(kubeconfig)))
+    for crd in crds.all_crds():
+        with contextlib.suppress(kubernetes.client.ApiException):  # 409: there already
+            api.create_custom_resource_definition(crd)
 
 
 # --- reviewing and deciding incidents: aegis incidents / show / approve / reject ----------------------------------

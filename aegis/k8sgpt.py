@@ -315,6 +315,8 @@ async def _symptom_pod(
             return None
         pods = await reader.list("Pod", namespace, selector={"matchLabels": dict(selector)})
         for pod in pods:
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue  # going away (its grace period): not what the Service waits for
             conditions = (pod.get("status") or {}).get("conditions") or []
             ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
             if not ready and _controller_owner(pod) is not None:

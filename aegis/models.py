@@ -214,6 +214,8 @@ class PodSummary(_Model):
     scheduled_reason: str = pydantic.Field(default="", alias="scheduledReason")
     scheduled_message: str = pydantic.Field(default="", alias="scheduledMessage")
     containers: list[ContainerState] = pydantic.Field(default_factory=list)
+    # Being deleted (metadata.deletionTimestamp): shown in the evidence, never judged — it is going away.
+    terminating: bool = False
 
 
 class ClaimSummary(_Model):

@@ -15,7 +15,7 @@ the object before and after (strategic merge for the list shapes AEGIS's actions
 produce, JSON merge patch, JSON patch); without the live object, the changed fields'
 pre-image is diffed against the patch.
 
-Called by ``aegis.cli`` (incidents, show) and ``aegis.sim.demo`` (the y/N prompt).
+Called by ``aegis.cli`` (incidents, show) and ``aegis.demo`` (the y/N prompt).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import logging
 import secrets
 from typing import Any
 
-from aegis import config, models
+from aegis import config, models, quantity
 from aegis.kube import client
 
 logger = logging.getLogger("aegis.shadow")
@@ -37,6 +37,7 @@ LABEL_INCIDENT = "aegis.dev/incident"
 LABEL_EXPIRES = "aegis.dev/expires"  # unix seconds
 PLACEHOLDER = "aegis-shadow-placeholder"
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+_BATCH = ("Job", "CronJob")
 _FAILURE_SIGNS = (
     "BackOff",
     "ErrImagePull",
@@ -48,6 +49,8 @@ _FAILURE_SIGNS = (
     "is not bound",
     "restarted",
     "Warning",
+    "failed (",
+    "cannot create pods",
 )
 
 
@@ -116,6 +119,34 @@ def _clean(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     return out
 
 
+_COMPUTE = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "cpu", "memory")
+
+
+def _format_quantity(amount: Any) -> str:
+    return str(int(amount)) if amount == int(amount) else f"{int(amount * 1000)}m"
+
+
+def quota_room(quota: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A ResourceQuota for a shadow namespace that leaves the room production's quota leaves now (its hard
+    compute limits minus what is used): a pod the quota refuses in production is refused in the shadow too,
+    and a fix that fits production's room fits the shadow's. Counts (pods, services…) are left to the shadow's
+    own quota."""
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    used = (quota.get("status") or {}).get("used") or {}
+    room: dict[str, str] = {}
+    for key in _COMPUTE:
+        if key in hard:
+            left = quantity.parse(hard[key]) - quantity.parse(used.get(key, "0"))
+            room[key] = _format_quantity(max(left, quantity.parse("0")))
+    name = (quota.get("metadata") or {}).get("name") or "quota"
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": f"aegis-room-{name}"[:63], "namespace": namespace},
+        "spec": {"hard": room},
+    }
+
+
 def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
 
@@ -182,11 +213,20 @@ class ShadowVerifier:
         """
         baseline_ns, candidate_ns = namespace_names(incident, attempt)
         details: list[str] = []
+        objects = with_kinds(objects)
         if any(obj.get("kind") == "DaemonSet" for obj in objects.values()):
             # A copy would run on every real node, with the original's host access: not a safe rehearsal.
             return models.Verification(
                 passed=False,
                 details=["a DaemonSet cannot be rehearsed safely in a shadow namespace; a human must verify this fix"],
+            )
+        batch = sorted({str(obj.get("kind")) for obj in objects.values() if obj.get("kind") in _BATCH})
+        if batch:  # a copy would run the job (and its side effects) again; health has no rollout to judge
+            return models.Verification(
+                passed=False,
+                details=[
+                    f"a {'/'.join(batch)} cannot be rehearsed in a shadow namespace; a human must verify this fix"
+                ],
             )
         try:
             for ns in (baseline_ns, candidate_ns):
@@ -288,6 +328,7 @@ class ShadowVerifier:
         details: list[str],
         patches: list[Any] | None = None,
     ) -> None:
+        objects = with_kinds(objects)
         # Registry credentials must be real to pull; a custom ServiceAccount must exist for pods to be created.
         pull_secrets, accounts = _pod_identity([o for o in objects.values() if o.get("kind") in _WORKLOADS])
         for name in sorted(accounts):
@@ -316,9 +357,11 @@ class ShadowVerifier:
                 }
                 mirror.pop("stringData", None)
             await self.cluster.create("Secret", ns, mirror)
-        order = {"PersistentVolumeClaim": 0, "Service": 1}
-        for _, obj in sorted(objects.items(), key=lambda item: order.get(item[1].get("kind", ""), 2)):
-            await self.cluster.create(obj["kind"], ns, _clean(obj, ns))
+        objects = with_kinds(objects)
+        order = {"ResourceQuota": -1, "PersistentVolumeClaim": 0, "Service": 1}
+        for _, obj in sorted(objects.items(), key=lambda item: order.get(str(item[1].get("kind", "")), 2)):
+            body = quota_room(obj, ns) if obj.get("kind") == "ResourceQuota" else _clean(obj, ns)
+            await self.cluster.create(str(obj["kind"]), ns, body)
         details.append(
             f"{ns}: copied {len(objects)} object(s), {len(config_maps)} ConfigMap(s), {len(secrets)} "
             f"Secret(s){'' if self.settings.shadow_copy_secrets else ' with placeholder values'}"
@@ -339,13 +382,14 @@ class ShadowVerifier:
         Healthy means: every rule holds, continuously, for the stability window, with no restart and no new
         Warning event during it. A baseline (expected to fail) is settled as soon as it has been unhealthy —
         including restarts and new warnings, as with a liveness probe that kills and restarts — for a
-        window's worth of observations.
+        window's worth of observations. Only the current revision's pods are judged: pods that are
+        terminating (their grace period) or belong to an older revision are going away.
         """
         window = max(self.settings.shadow_stability_seconds if window is None else window, 1.0)
         deadline = asyncio.get_running_loop().time() + (limit or self.settings.shadow_timeout_seconds)
         stable_since: float | None = None
         bad_time = 0.0
-        previous: tuple[int, int] | None = None
+        previous: tuple[Counts, Counts] | None = None
         previous_at: float | None = None
         last = Health(False, ("not observed yet",))
         while True:
@@ -358,13 +402,14 @@ class ShadowVerifier:
                 await asyncio.sleep(1.0)
                 continue
             now = asyncio.get_running_loop().time()
-            changed = previous is not None and (restarts, warnings) != previous
+            restarted = previous is not None and grew(restarts, previous[0])
+            warned = previous is not None and grew(warnings, previous[1])
             # A real failure signal, not merely a slow start: an error state, a restart, a new Warning.
-            signal = changed or any(marker in reason for reason in health.reasons for marker in _FAILURE_SIGNS)
-            if previous is not None and health.healthy:
-                if restarts != previous[0]:
+            signal = restarted or warned or any(marker in r for r in health.reasons for marker in _FAILURE_SIGNS)
+            if health.healthy:
+                if restarted:
                     health = Health(False, ("containers restarted",))
-                elif warnings != previous[1]:
+                elif warned:
                     health = Health(False, ("new Warning events",))
             if health.healthy:
                 stable_since = now if stable_since is None else stable_since
@@ -383,41 +428,41 @@ class ShadowVerifier:
                 return last
             await asyncio.sleep(0.5)
 
-    async def _health(self, ns: str, objects: dict[str, dict[str, Any]]) -> tuple[Health, int, int]:
-        """(health, container restarts, Warning events) of these objects and the pods they own — not of other
-        workloads that share labels or a name prefix in the same namespace."""
+    async def _health(self, ns: str, objects: dict[str, dict[str, Any]]) -> tuple[Health, Counts, Counts]:
+        """(health, restart count per pod container, count per Warning event) of these objects and the pods of
+        their current revision — not of other workloads that share labels or a name prefix in the same
+        namespace, and not of pods that are terminating or belong to an older revision."""
         reasons: list[str] = []
-        restarts = 0
+        restarts: Counts = {}
         uids: set[str] = set()
-        for obj in objects.values():
-            kind, name = obj["kind"], obj["metadata"]["name"]
+        for obj in with_kinds(objects).values():
+            kind, name = str(obj.get("kind")), obj["metadata"]["name"]
             if kind in _WORKLOADS:
                 live = await self.cluster.get(kind, ns, name)
                 if live is None:
                     reasons.append(f"{kind} {name} is missing")
                     continue
+                live = {**live, "kind": live.get("kind") or kind}
                 reasons += rollout_problems(live)
                 selector = (live.get("spec") or {}).get("selector")
                 owners = {live["metadata"].get("uid")}
+                judged = set(owners)  # whose pods are judged: the workload's current revision
                 if kind == "Deployment":
-                    owners |= {
-                        rs["metadata"].get("uid")
-                        for rs in await self.cluster.list("ReplicaSet", ns, selector=selector)
-                        if _owned(rs, owners)
-                    }
-                uids |= owners
+                    replica_sets = [
+                        rs for rs in await self.cluster.list("ReplicaSet", ns, selector=selector) if _owned(rs, owners)
+                    ]
+                    owners |= {rs["metadata"].get("uid") for rs in replica_sets}
+                    newest = current_replica_set(live, replica_sets)
+                    judged = {newest["metadata"].get("uid")} if newest else owners
+                    reasons += _replica_failures(newest)
+                uids |= judged
                 for pod in await self.cluster.list("Pod", ns, selector=selector):
                     if not _owned(pod, owners):
                         continue  # a canary or another app that shares the labels
+                    if not current_pod(live, pod, judged):
+                        continue  # terminating, or an older revision's: rollout_problems counts those
                     uids.add(pod["metadata"].get("uid"))
-                    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                        restarts += int(cs.get("restartCount") or 0)
-                        if not cs.get("ready"):
-                            waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
-                            reasons.append(
-                                f"pod {pod['metadata']['name']} container {cs['name']} not ready"
-                                + (f" ({waiting})" if waiting else "")
-                            )
+                    reasons += _pod_reasons(pod, restarts)
             elif kind == "Service" and (obj.get("spec") or {}).get("selector"):
                 endpoints = await self.cluster.get("Endpoints", ns, name)
                 ready = sum(len(s.get("addresses") or []) for s in (endpoints or {}).get("subsets") or [])
@@ -428,21 +473,112 @@ class ShadowVerifier:
                 uids.add(((live or {}).get("metadata") or {}).get("uid"))
                 if ((live or {}).get("status") or {}).get("phase") != "Bound":
                     reasons.append(f"claim {name} is not bound")
-        events = await self.cluster.list("Event", ns)
-        warnings = sum(
-            int(e.get("count") or 1)
-            for e in events
-            if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("uid") in uids
-        )
+        warnings: Counts = {}
+        for e in await self.cluster.list("Event", ns):
+            involved = (e.get("involvedObject") or e.get("regarding") or {}).get("uid")
+            if e.get("type") == "Warning" and involved in uids:  # not about terminating or vanished pods
+                meta = e.get("metadata") or {}
+                key = str(meta.get("uid") or meta.get("name") or f"{involved}/{e.get('reason')}/{e.get('message')}")
+                warnings[key] = warnings.get(key, 0) + int(e.get("count") or (e.get("series") or {}).get("count") or 1)
         return Health(not reasons, tuple(dict.fromkeys(reasons))), restarts, warnings
+
+
+Counts = dict[str, int]
+
+
+def grew(now: Counts, before: Counts) -> bool:
+    """Whether any count rose (a restart, a new or repeated Warning) — a pod or event that went away is no news."""
+    return any(value > before.get(key, 0) for key, value in now.items())
+
+
+def with_kinds(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The objects, each with its ``kind`` (from its "Kind/name" key when the object lacks it: listed objects
+    from a real API server carry no kind)."""
+    return {key: obj if obj.get("kind") else {"kind": key.split("/", 1)[0], **obj} for key, obj in objects.items()}
+
+
+def _pod_reasons(pod: dict[str, Any], restarts: Counts) -> list[str]:
+    """Why one pod of the current revision is not healthy; its restart counts go into ``restarts``."""
+    reasons: list[str] = []
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    for cs in status.get("initContainerStatuses") or []:
+        restarts[f"{name}/init:{cs.get('name')}"] = int(cs.get("restartCount") or 0)
+        state = cs.get("state") or {}
+        waiting = (state.get("waiting") or {}).get("reason")
+        failed = state.get("terminated") or {}
+        if waiting and waiting != "PodInitializing":
+            reasons.append(f"pod {name} init container {cs.get('name')} failed ({waiting})")
+        elif failed and int(failed.get("exitCode") or 0) != 0:
+            reasons.append(f"pod {name} init container {cs.get('name')} failed ({failed.get('reason') or 'Error'})")
+    for cs in status.get("containerStatuses") or []:
+        restarts[f"{name}/{cs.get('name')}"] = int(cs.get("restartCount") or 0)
+        if not cs.get("ready"):
+            waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+            reasons.append(f"pod {name} container {cs['name']} not ready" + (f" ({waiting})" if waiting else ""))
+    return reasons
+
+
+def _replica_failures(rs: dict[str, Any] | None) -> list[str]:
+    """Why the current ReplicaSet cannot create its pods (its ReplicaFailure condition: a quota, a policy)."""
+    return [
+        f"ReplicaSet {rs['metadata'].get('name')} cannot create pods ({c.get('reason')}): {c.get('message')}"[:500]
+        for c in ((rs or {}).get("status") or {}).get("conditions") or []
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+    ]
 
 
 def _owned(obj: dict[str, Any], owners: set[Any]) -> bool:
     return any(ref.get("uid") in owners for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
+def _revision(obj: dict[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get("deployment.kubernetes.io/revision") or "")
+
+
+def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    clean = copy.deepcopy(template or {})
+    ((clean.get("metadata") or {}).get("labels") or {}).pop("pod-template-hash", None)
+    return clean
+
+
+def current_replica_set(deployment: dict[str, Any], replica_sets: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ReplicaSet of a Deployment's current revision: the one with the Deployment's revision annotation,
+    else the one with its pod template (as the deployment controller decides), else the newest revision."""
+    if not replica_sets:
+        return None
+    revision = _revision(deployment)
+    by_revision = [rs for rs in replica_sets if revision and _revision(rs) == revision]
+    if by_revision:
+        return by_revision[0]
+    template = _without_hash((deployment.get("spec") or {}).get("template") or {})
+    same = [rs for rs in replica_sets if _without_hash((rs.get("spec") or {}).get("template") or {}) == template]
+    if same:
+        return same[0]
+    return max(replica_sets, key=lambda rs: int(_revision(rs) or 0))
+
+
+def current_pod(workload: dict[str, Any], pod: dict[str, Any], judged: set[Any]) -> bool:
+    """Whether a workload's pod counts for its health: not terminating, owned by the current revision (the
+    Deployment's newest ReplicaSet in ``judged``; a StatefulSet's ``status.updateRevision``)."""
+    if client.terminating(pod):
+        return False
+    if not _owned(pod, judged):
+        return False
+    if workload.get("kind") == "StatefulSet":
+        revision = (workload.get("status") or {}).get("updateRevision")
+        label = ((pod.get("metadata") or {}).get("labels") or {}).get("controller-revision-hash")
+        if revision and label and label != revision:
+            return False
+    return True
+
+
 def rollout_problems(workload: dict[str, Any]) -> list[str]:
-    """Why a Deployment/StatefulSet/DaemonSet is not fully rolled out and Ready (empty when it is)."""
+    """Why a Deployment/StatefulSet/DaemonSet is not fully rolled out and Ready (empty when it is).
+
+    Judged as ``kubectl rollout status`` does: the controller has seen the latest spec, every replica is
+    updated, ready and (Deployments) available, and no replica of an older revision is left.
+    """
     kind, name = workload.get("kind", "Deployment"), workload["metadata"]["name"]
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
     if int(status.get("observedGeneration") or 0) < int(workload["metadata"].get("generation") or 1):
@@ -457,6 +593,13 @@ def rollout_problems(workload: dict[str, Any]) -> list[str]:
     total = int(status.get("replicas") or 0)
     if ready < wanted or updated < wanted or total > wanted:
         return [f"{kind} {name}: {ready}/{wanted} ready, {updated} updated, {total} total"]
+    if kind == "Deployment" and int(status.get("availableReplicas") or 0) < wanted:
+        return [f"{kind} {name}: {int(status.get('availableReplicas') or 0)}/{wanted} available"]
+    if kind == "StatefulSet":
+        current, update = status.get("currentRevision"), status.get("updateRevision")
+        rolling = ((spec.get("updateStrategy") or {}).get("type") or "RollingUpdate") == "RollingUpdate"
+        if rolling and current and update and current != update:
+            return [f"StatefulSet {name}: rolling update to {update} not finished (current {current})"]
     return []
 
 

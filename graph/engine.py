@@ -33,13 +33,14 @@ from graph import context
 
 logger = logging.getLogger("aegis.engine")
 
-IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "noted", "error"]
+IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "noted", "stale", "error"]
 
 # After these phases the problem was fixed; a *new* report on the target is a recurrence.
 REOPEN_AFTER = frozenset({"Resolved"})
 INTAKE_RETRIES = (5.0, 15.0, 45.0, 135.0)  # seconds before re-processing a Result whose intake failed
 RUN_RETRIES = (2.0, 6.0, 18.0)  # seconds before resuming a workflow run that raised
 _SEEN_LIMIT = 10_000
+SYMPTOM_KINDS = frozenset({"Service", "PersistentVolumeClaim"})  # reported objects that can join a workload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,14 @@ class IntakeResult:
     status: IntakeStatus
     reason: str
     incident: str | None = None  # "<namespace>/<name>"
+
+
+def all_endpoints_ready(endpoints: Mapping[str, Any] | None) -> bool:
+    """True when a Service's Endpoints list ready addresses and no address that is not ready."""
+    subsets = (endpoints or {}).get("subsets") or []
+    ready = [a for s in subsets for a in s.get("addresses") or []]
+    not_ready = [a for s in subsets for a in s.get("notReadyAddresses") or []]
+    return bool(ready) and not not_ready
 
 
 def _content_digest(finding: models.Finding) -> str:
@@ -78,6 +87,7 @@ class Engine:
         self._target_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._seen: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._latest: dict[str, dict[str, Any]] = {}
+        self._rechecked: collections.OrderedDict[str, None] = collections.OrderedDict()  # ended incidents' uids
         self._retries: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._closing = False
@@ -99,6 +109,9 @@ class Engine:
         if not self.settings.namespace_allowed(finding.namespace):
             return IntakeResult("ignored", f"namespace {finding.namespace} is not watched by AEGIS")
         try:
+            if await self._no_longer_holds(finding):
+                # Not remembered: if K8sGPT reports it again, it is looked at again.
+                return IntakeResult("stale", f"{finding.kind} {finding.name} has ready endpoints now: nothing to do")
             target, chain, how = await k8sgpt.resolve_target(finding, self.cluster)
             async with self._target_locks[target.key]:
                 result = await self._upsert(finding, target, chain, how)
@@ -108,6 +121,17 @@ class Engine:
             return self._retry_later(finding.result_key, attempt, exc)
         self._remember(finding.result_key, digest)
         return result
+
+    async def _no_longer_holds(self, finding: models.Finding) -> bool:
+        """A Service reported during a rollout (pods still starting) whose endpoints are all ready by now.
+
+        K8sGPT's analysis is a snapshot taken up to one interval ago; a Service finding that no longer holds at
+        intake would open an incident about a workload that is fine (or a second one beside the workload's own).
+        A Service with no ready address at all (selector or port mismatch, pods failing) still holds.
+        """
+        if finding.kind != "Service":
+            return False
+        return all_endpoints_ready(await self.cluster.get("Endpoints", finding.namespace, finding.name))
 
     def _retry_later(self, key: str, attempt: int, exc: BaseException) -> IntakeResult:
         """Process the newest version of this Result again after a back-off (K8sGPT may not rewrite it soon)."""
@@ -253,12 +277,43 @@ class Engine:
                 self._seen.pop(str(source.get("result")), None)
             return
         if incidents.phase_of(obj) in models.TERMINAL_PHASES:
+            await self._recheck_symptoms(obj)
             return
         refusal = refuse(obj, self.settings)
         if refusal:
             logger.warning("not running Incident %s/%s: %s", meta.get("namespace"), meta.get("name"), refusal)
             return
         await self._ensure_running(obj)
+
+    async def _recheck_symptoms(self, obj: dict[str, Any]) -> None:
+        """Once an incident has ended, look again at the symptoms that joined it (a Service, a claim).
+
+        Whether a Service's report is a symptom of its workload is decided at intake, from a moment's view:
+        a Service reported while its pods were still starting joins the workload's incident, which then
+        ends (the pods became ready) — while the Service itself stays broken (a port that matches nothing).
+        K8sGPT does not rewrite an unchanged Result, so nothing would ever look at it again.
+        """
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        if uid in self._rechecked:
+            return
+        self._rechecked[uid] = None
+        while len(self._rechecked) > _SEEN_LIMIT:
+            self._rechecked.popitem(last=False)
+        spec = obj.get("spec") or {}
+        target_kind = (spec.get("target") or {}).get("kind")
+        for source in spec.get("sources") or []:
+            if source.get("kind") not in SYMPTOM_KINDS or source.get("kind") == target_kind:
+                continue
+            key = str(source.get("result"))
+            body = self._latest.get(key)
+            if body is None or source.get("active") is False:
+                continue
+            self._seen.pop(key, None)
+            outcome = await self.on_result(body)
+            logger.info(
+                "symptom %s of ended Incident %s looked at again: %s (%s)", key, uid, outcome.status, outcome.reason
+            )
 
     # --- janitor ---------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from aegis import actions, models
+from aegis.rules import scheduling
 from graph import context
 
 MARKER = "aegis.dev/applied"  # annotation that makes an apply idempotent across restarts
@@ -57,6 +58,16 @@ async def backends(deps: context.Deps, namespace: str, selector: dict[str, str])
         labels = ((deploy.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
         if selector and all(labels.get(k) == v for k, v in selector.items()):
             out[f"Deployment/{deploy['metadata']['name']}"] = deploy
+    return out
+
+
+async def quotas(deps: context.Deps, namespace: str, evidence: models.Evidence) -> dict[str, dict[str, Any]]:
+    """The ResourceQuotas that refused the target's pods (the shadow must leave the same room to reproduce)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r.quota for r in scheduling.quota_refusals(evidence)):
+        quota = await deps.cluster.get("ResourceQuota", namespace, name)
+        if quota is not None:
+            out[f"ResourceQuota/{name}"] = {**quota, "kind": "ResourceQuota"}
     return out
 
 

@@ -49,6 +49,17 @@ _KINDS: dict[str, tuple[str, str]] = {
     "ResourceQuota": ("CoreV1Api", "resource_quota"),
     "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
 }
+# apiVersion of each kind, for list items (a real API server writes kind/apiVersion on the list, not the items)
+_API_VERSIONS: dict[str, str] = {
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+    "StorageClass": "storage.k8s.io/v1",
+}
 _PATCH_TYPES = {
     "strategic": "application/strategic-merge-patch+json",
     "merge": "application/merge-patch+json",
@@ -100,6 +111,12 @@ def match_labels(selector: Mapping[str, Any] | None, labels: Mapping[str, str] |
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def terminating(obj: Mapping[str, Any]) -> bool:
+    """Whether an object is being deleted (``metadata.deletionTimestamp`` set): a pod keeps its grace period,
+    30 s by default, and is going away — a rollout is never judged on it."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def selector_string(selector: Mapping[str, str]) -> str:
@@ -179,7 +196,7 @@ class Cluster:
         if field_selector:
             kwargs["field_selector"] = field_selector
         result = await self._call(f"list {kind} in {namespace}", fn, namespace, **kwargs)
-        items = list((result or {}).get("items") or [])
+        items = listed_items(result, kind)
         if selector:
             items = [item for item in items if match_labels(selector, (item.get("metadata") or {}).get("labels"))]
         return items
@@ -206,7 +223,7 @@ class Cluster:
         """All objects of a cluster-scoped kind (StorageClass, Node)."""
         api, suffix = _CLUSTER_KINDS[kind]
         result = await self._call(f"list {kind}", getattr(self._api(api), f"list_{suffix}"))
-        return list((result or {}).get("items") or [])
+        return listed_items(result, kind)
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -271,7 +288,7 @@ class Cluster:
     async def list_namespaces(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         fn = self._api("CoreV1Api").list_namespace
         result = await self._call("list namespaces", fn, label_selector=selector_string(labels))
-        items = list((result or {}).get("items") or [])
+        items = listed_items(result, "Namespace")
         return [i for i in items if match_labels({"matchLabels": dict(labels)}, i["metadata"].get("labels"))]
 
     async def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -341,7 +358,7 @@ class Cluster:
                 plural,
                 **kwargs,
             )
-        items = list((result or {}).get("items") or [])
+        items = listed_items(result)
         if labels:
             items = [
                 item for item in items if match_labels({"matchLabels": dict(labels)}, item["metadata"].get("labels"))
@@ -373,6 +390,29 @@ class Cluster:
         fn = api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
         what = f"patch {plural}.{group} {namespace}/{name}{'/status' if status else ''}"
         return await self._call(what, fn, group, version, namespace, plural, name, patch)
+
+
+def listed_items(result: Mapping[str, Any] | None, kind: str | None = None) -> list[dict[str, Any]]:
+    """The items of a LIST response, each a full object with its ``kind`` and ``apiVersion``.
+
+    A real API server writes ``kind`` (``PodList``) and ``apiVersion`` on the list only; code that copies,
+    creates or judges a listed object needs them on the object. ``kind`` is what was listed (else the
+    list's kind without ``List``); an item's own values, when present, are kept.
+    """
+    result = result or {}
+    list_kind = str(result.get("kind") or "")
+    kind = kind or (list_kind.removesuffix("List") if list_kind.endswith("List") else None)
+    api_version = result.get("apiVersion") or (_API_VERSIONS.get(kind, "v1") if kind else None)
+    items: list[dict[str, Any]] = []
+    for item in result.get("items") or []:
+        if not isinstance(item, dict):
+            continue
+        if kind and not item.get("kind"):
+            item = {"kind": kind, **item}
+        if api_version and not item.get("apiVersion"):
+            item = {"apiVersion": api_version, **item}
+        items.append(item)
+    return items
 
 
 def _kind(kind: str) -> tuple[str, str]:

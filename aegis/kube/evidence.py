@@ -101,6 +101,7 @@ def summarize_pod(pod: dict[str, Any]) -> models.PodSummary:
         scheduledReason=str(scheduled.get("reason") or "") if scheduled.get("status") != "True" else "",
         scheduledMessage=str(scheduled.get("message") or "")[:1000] if scheduled.get("status") != "True" else "",
         containers=_container_states(pod),
+        terminating=client.terminating(pod),
     )
 
 
@@ -255,7 +256,7 @@ def mask_known(evidence: models.Evidence, secrets: set[str]) -> models.Evidence:
     """A copy of the evidence with known secret values masked in its free text, by ``redact.known``.
 
     Free text is what a program or a person wrote: log lines, container state messages,
-    pod scheduling messages, event messages, the target's condition messages, K8sGPT's
+    pod scheduling messages, event messages, the target's (and its ReplicaSets') condition messages, K8sGPT's
     hints and the gaps. Names, label keys and values, images and the target are never
     rewritten: a diagnosis needs them intact. A value equal to one of those names is not
     masked anywhere (the names show it anyway, and masking it would garble the text about them).
@@ -282,7 +283,10 @@ def mask_known(evidence: models.Evidence, secrets: set[str]) -> models.Evidence:
             container.message = mask(container.message)
     for event in out.events:
         event.message = mask(event.message)
-    for condition in out.target_summary.get("conditions") or []:
+    conditions = list(out.target_summary.get("conditions") or [])
+    for replica_set in out.target_summary.get("replicaSets") or []:
+        conditions += replica_set.get("conditions") or []
+    for condition in conditions:
         if isinstance(condition.get("message"), str):
             condition["message"] = mask(condition["message"])
     out.logs = {key: [mask(line) for line in lines] for key, lines in out.logs.items()}
@@ -292,10 +296,37 @@ def mask_known(evidence: models.Evidence, secrets: set[str]) -> models.Evidence:
 
 
 def _health_order(pod: dict[str, Any]) -> tuple[int, str]:
+    """Broken pods first, healthy ones next, terminating ones (going away, never judged) last."""
     status = pod.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
-    return (0 if not ready or restarts else 1, (pod.get("metadata") or {}).get("name", ""))
+    restarts = sum(
+        int(cs.get("restartCount") or 0)
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    )
+    rank = 2 if client.terminating(pod) else 0 if not ready or restarts else 1
+    return (rank, (pod.get("metadata") or {}).get("name", ""))
+
+
+def _replica_set_summary(rs: dict[str, Any]) -> dict[str, Any]:
+    """A ReplicaSet of the target Deployment: revision, counts, images, requests and its conditions (a
+    ``ReplicaFailure`` condition says why it cannot create pods, e.g. an exceeded ResourceQuota)."""
+    meta = rs.get("metadata") or {}
+    status = rs.get("status") or {}
+    containers = (((rs.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    out: dict[str, Any] = {
+        "name": meta.get("name"),
+        "revision": (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+        "desired": (rs.get("spec") or {}).get("replicas", 0),
+        "replicas": status.get("replicas", 0),
+        "readyReplicas": status.get("readyReplicas", 0),
+        "images": [c.get("image") for c in containers],
+        "requests": {c.get("name"): (c.get("resources") or {}).get("requests") or {} for c in containers},
+    }
+    if status.get("conditions"):
+        out["conditions"] = [
+            {k: c.get(k) for k in ("type", "status", "reason", "message") if c.get(k)} for c in status["conditions"]
+        ]
+    return out
 
 
 class EvidenceGatherer:
@@ -358,19 +389,7 @@ class EvidenceGatherer:
                     f"list ReplicaSets of {target}", self.cluster.list("ReplicaSet", ns, selector=selector), []
                 )
                 involved |= {rs["metadata"]["name"] for rs in replica_sets}
-                evidence.target_summary["replicaSets"] = [
-                    {
-                        "name": rs["metadata"]["name"],
-                        "revision": (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision"),
-                        "replicas": (rs.get("status") or {}).get("replicas", 0),
-                        "readyReplicas": (rs.get("status") or {}).get("readyReplicas", 0),
-                        "images": [
-                            c.get("image")
-                            for c in (rs["spec"].get("template") or {}).get("spec", {}).get("containers", [])
-                        ],
-                    }
-                    for rs in replica_sets
-                ]
+                evidence.target_summary["replicaSets"] = [_replica_set_summary(rs) for rs in replica_sets]
         elif target.kind == "Service":
             selector = spec.get("selector") or {}
             endpoints = await attempt(
@@ -441,8 +460,9 @@ class EvidenceGatherer:
         evidence.events = [summarize_event(e) for e in relevant[-self.settings.evidence_max_events :]]
 
         if self.settings.evidence_log_lines:
-            evidence.logs = await self._crash_logs(evidence.pods, ns)
+            evidence.logs = await self._crash_logs(evidence.pods, ns, gaps)
         known = await self._secret_values([obj, *pods], ns, attempt)
+        evidence.gaps = list(gaps)  # the model copied the list it was given: every gap found since
         return mask_known(evidence, known) if known else evidence
 
     async def _secret_values(self, objs: list[dict[str, Any]], ns: str, attempt: Any) -> set[str]:
@@ -485,21 +505,30 @@ class EvidenceGatherer:
             size=((spec.get("resources") or {}).get("requests") or {}).get("storage"),
         )
 
-    async def _crash_logs(self, pods: list[models.PodSummary], ns: str) -> dict[str, list[str]]:
-        """Last lines of containers that crashed or exited (at most three containers)."""
+    async def _crash_logs(
+        self, pods: list[models.PodSummary], ns: str, gaps: list[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Last lines of containers that crashed or exited (at most three containers; init containers too).
+
+        A crashed container's last words are in its ``previous`` log while a new instance runs, and in the
+        current log while it sits terminated or in back-off: both are read. A read that fails (the kubelet
+        has no log yet — "container ... is waiting to start" —, its proxy answers 500, a timeout) is a gap,
+        never a lost evidence: the other reads go on.
+        """
         logs: dict[str, list[str]] = {}
         for pod in pods:
+            if pod.terminating:
+                continue  # going away: its containers are not what is judged
             for container in pod.containers:
                 if len(logs) >= 3:
                     return logs
-                crashed = container.restart_count > 0 or container.last_reason
+                crashed = container.restart_count > 0 or bool(container.last_reason)
                 exited = container.state == "terminated"
                 if not (crashed or exited):
                     continue
-                # The crashed instance's last words are in "previous" while a new instance runs, and in the
-                # current log while the container sits terminated or in back-off: read both, never fail on either.
                 lines: list[str] = []
-                for previous in (True, False) if not exited else (False,):
+                for previous in (True, False) if crashed else (False,):
+                    which = "previous log" if previous else "log"
                     try:
                         found = await self.cluster.pod_log(
                             ns,
@@ -508,9 +537,11 @@ class EvidenceGatherer:
                             tail_lines=self.settings.evidence_log_lines,
                             previous=previous,
                         )
-                    except client.ClusterError:
+                    except (client.ClusterError, TimeoutError, OSError) as exc:
+                        if gaps is not None:
+                            gaps.append(f"{which} of {pod.name}/{container.name}: {exc}"[:500])
                         continue
-                    lines += [line for line in found if line not in lines]
+                    lines += [line for line in found or [] if line not in lines]
                 lines = lines[-self.settings.evidence_log_lines :]
                 if lines:
                     logs[f"{pod.name}/{container.name}"] = redact.lines(lines)

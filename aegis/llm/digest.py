@@ -54,7 +54,7 @@ def sections(evidence: models.Evidence) -> list[tuple[str, list[str]]]:
 
     states: list[str] = []
     for pod in evidence.pods:
-        where = f"pod {pod.name} phase={pod.phase or '?'}"
+        where = f"pod {pod.name} phase={pod.phase or '?'}" + (" TERMINATING (going away, not judged)" * pod.terminating)
         if pod.scheduled_reason:
             states.append(f"{where} not scheduled: {pod.scheduled_reason}: {pod.scheduled_message}")
         for c in pod.containers:

@@ -16,6 +16,7 @@ from aegis import models
 from aegis.rules import (
     app_crash,
     image_pull,
+    init_container,
     missing_config,
     missing_env,
     oom_killed,
@@ -30,9 +31,11 @@ Rule = Callable[[models.Evidence], models.Diagnosis | None]
 # Order matters only between equally confident answers: the more specific rule comes first.
 RULES: tuple[tuple[str, Rule], ...] = (
     ("image-pull", image_pull.check),
+    ("init-container", init_container.check),
     ("missing-config", missing_config.check),
     ("pvc-pending", scheduling.pvc),
     ("unschedulable-resources", scheduling.resources),
+    ("resource-quota", scheduling.quota),
     ("unschedulable-constraints", scheduling.constraints),
     ("oom-killed", oom_killed.check),
     ("missing-env", missing_env.check),
@@ -44,7 +47,12 @@ RULES: tuple[tuple[str, Rule], ...] = (
 
 
 def diagnose(evidence: models.Evidence, rules: tuple[tuple[str, Rule], ...] = RULES) -> models.Diagnosis:
-    """The most confident rule diagnosis, or ``unknown`` when no rule recognises the evidence."""
+    """The most confident rule diagnosis, or ``unknown`` when no rule recognises the evidence.
+
+    Pods being deleted (``terminating``) are left out: they are going away, and a rollout is judged on the
+    pods that stay.
+    """
+    evidence = judged(evidence)
     found: list[models.Diagnosis] = []
     for name, rule in rules:
         diagnosis = rule(evidence)
@@ -61,3 +69,10 @@ def diagnose(evidence: models.Evidence, rules: tuple[tuple[str, Rule], ...] = RU
         source="rules",
         rule=None,
     )
+
+
+def judged(evidence: models.Evidence) -> models.Evidence:
+    """The evidence without the pods that are terminating (kept as they are when there are none)."""
+    if not any(pod.terminating for pod in evidence.pods):
+        return evidence
+    return evidence.model_copy(update={"pods": [pod for pod in evidence.pods if not pod.terminating]})

@@ -31,10 +31,16 @@ def check(evidence: models.Evidence) -> models.Diagnosis | None:
             lines = evidence.logs.get(f"{pod.name}/{container.name}") or []
             tail = [line for line in lines if line.strip()][-5:]
             what = "exits with code" if reason != "Completed" else "keeps exiting (code"
+            # A run-to-completion pod (a Job's) is not restarted: it failed once, and its Job decides what next.
+            once = container.state == "terminated" and container.restart_count == 0
+            how = (
+                f"and fails (reason {reason})"
+                if once
+                else f"and is restarted in a loop ({container.restart_count} restarts, reason {reason})"
+            )
             summary = (
                 f"Container {container.name} of {evidence.target} {what} {exit_code}"
-                f"{')' if reason == 'Completed' else ''} and is restarted in a loop ({container.restart_count} "
-                f"restarts, reason {reason})"
+                f"{')' if reason == 'Completed' else ''} {how}"
                 + (f"; its last words: {tail[-1].strip()!r}." if tail else "; it logged nothing.")
             )
             return models.Diagnosis(

@@ -13,7 +13,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from aegis import actions, models, quantity
+from aegis import actions, models, quantity, rules
+from aegis.rules import init_container, scheduling
 
 Candidate = tuple[models.Action, str]  # the action and why
 Proposer = Callable[[models.Diagnosis, models.Evidence, dict[str, Any], actions.Context], list[Candidate]]
@@ -190,12 +191,110 @@ def pvc_pending(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], c
     return plans
 
 
+def _new_init_containers(e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[str]:
+    """Failing init containers that the previous revision did not run as they are now (a rollout added or
+    changed them): rolling back removes the failure."""
+    previous = _previous_template(live, ctx)
+    if previous is None:
+        return []
+    before = {c.get("name"): c for c in (previous.get("spec") or {}).get("initContainers") or []}
+    now = {
+        c.get("name"): c
+        for c in (((live.get("spec") or {}).get("template") or {}).get("spec") or {}).get("initContainers") or []
+    }
+    names = dict.fromkeys(c.name for _, c in init_container.failing_init(e))
+    return [name for name in names if name in now and before.get(name) != now[name]]
+
+
+def missing_env(d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> list[Candidate]:
+    # A value only a human knows — unless a rollout added the init container that asks for it.
+    added = _new_init_containers(e, live, ctx)
+    if not added:
+        return []
+    why = f"roll back to the previous revision, before init container {', '.join(added)} was added or changed"
+    return _rollback(e, live, ctx, why)
+
+
+def _per_pod(template: dict[str, Any] | None, resource: str) -> Any:
+    """What one pod of ``template`` counts against a quota's ``resource`` (requests.memory, limits.cpu, memory…)."""
+    section, _, name = resource.rpartition(".")
+    section = section or "requests"  # a quota's bare "memory"/"cpu" are requests
+    if section not in ("requests", "limits") or name not in ("memory", "cpu", "ephemeral-storage"):
+        return None
+    total = quantity.parse("0")
+    for container in ((template or {}).get("spec") or {}).get("containers") or []:
+        value = ((container.get("resources") or {}).get(section) or {}).get(name)
+        if value is not None:
+            total += quantity.parse(value)
+    return total
+
+
+def quota_rollback(e: models.Evidence, live: dict[str, Any], ctx: actions.Context) -> tuple[list[Candidate], str]:
+    """A rollback when a rollout raised the requests past a ResourceQuota and the previous revision fits it;
+    else no plan and why a human must decide."""
+    refusal = scheduling.quota_refusals(e)[-1]
+    human = (
+        f"the namespace's {refusal.describe()} refuses the pods: only a human can raise the quota or decide the "
+        f"workload's size (its requests or replicas) — e.g. kubectl edit resourcequota {refusal.quota} -n "
+        f"{e.target.namespace}"
+    )
+    previous = _previous_template(live, ctx)
+    if e.target.kind != "Deployment" or previous is None:
+        return [], human
+    current = (live.get("spec") or {}).get("template") or {}
+    wanted = int((live.get("spec") or {}).get("replicas", 1))
+    for resource in refusal.requested:
+        before, now = _per_pod(previous, resource), _per_pod(current, resource)
+        if before is None or now is None or before >= now:
+            return [], human + "; the previous revision asks for no less, so a rollback would not help"
+        try:
+            used, limited = quantity.parse(refusal.used[resource]), quantity.parse(refusal.limited[resource])
+        except (KeyError, ValueError):
+            return [], human
+        # What this Deployment's existing pods use now counts for it, not against it.
+        mine = quantity.parse("0")
+        for rs in ctx.replica_sets:
+            amount = _per_pod((rs.get("spec") or {}).get("template"), resource) or 0
+            mine += amount * int((rs.get("status") or {}).get("replicas") or 0)
+        if before * wanted > limited - max(used - mine, quantity.parse("0")):
+            return [], human + f"; the previous revision would not fit either ({resource})"
+    why = f"roll back to the previous revision, whose requests fit {refusal.describe()}; the rollout raised them"
+    return _rollback(e, live, ctx, why), human
+
+
+def unschedulable_resources(
+    d: models.Diagnosis, e: models.Evidence, live: dict[str, Any], ctx: actions.Context
+) -> list[Candidate]:
+    if scheduling.quota_refusals(e):
+        return quota_rollback(e, live, ctx)[0]
+    return _rollback(e, live, ctx, "roll back to the previous revision, whose requests fit the nodes")
+
+
+def batch_reason(target: models.ObjectRef) -> str | None:
+    """Why AEGIS's typed fixes do not apply to a Job or CronJob target (what a human should do), else None."""
+    if target.kind == "CronJob":
+        return (
+            f"AEGIS's typed fixes do not change CronJobs: a human must remove the cause of the failed runs of "
+            f"{target} (the diagnosis above) — outside the workload, or in its job template (kubectl edit cronjob "
+            f"{target.name} -n {target.namespace}) — then check one run by hand (kubectl create job --from=cronjob/"
+            f"{target.name} {target.name}-manual -n {target.namespace}); failed Jobs it left can then be deleted"
+        )
+    if target.kind == "Job":
+        return (
+            f"a Job's pod template cannot be changed and AEGIS's typed fixes do not apply to Jobs: a human must "
+            f"correct {target} where it is defined and re-create it (kubectl delete job {target.name} -n "
+            f"{target.namespace}, then apply the corrected Job)"
+        )
+    return None
+
+
 PROPOSERS: dict[str, Proposer] = {
     "image-pull": image_pull,
     "oom-killed": oom_killed,
     "probe-failure": probe_failure,
     "app-crash": rollback_only("roll back to the previous revision, which ran"),
-    "unschedulable-resources": rollback_only("roll back to the previous revision, whose requests fit the nodes"),
+    "unschedulable-resources": unschedulable_resources,
+    "missing-env": missing_env,
     "unschedulable-constraints": node_selector,
     "missing-config": missing_config,
     "service-selector-mismatch": service_selector,
@@ -214,13 +313,22 @@ def propose(
 
     ``live`` maps "Kind/name" to the live objects the actions may target (the workload, its Service, claims).
     """
+    batch = batch_reason(evidence.target)
+    if batch:
+        return [], [batch]
     proposer = PROPOSERS.get(diagnosis.category)
     if proposer is None:
         return [], [f"no rule proposes a fix for {diagnosis.category}: a human must decide"]
+    evidence = rules.judged(evidence)  # pods being deleted are going away: never a reason for a fix
     workload = live.get(f"{evidence.target.kind}/{evidence.target.name}") or {}
     plans: list[models.Plan] = []
     dropped: list[str] = []
-    for action, why in proposer(diagnosis, evidence, copy.deepcopy(workload), ctx):
+    candidates = proposer(diagnosis, evidence, copy.deepcopy(workload), ctx)
+    if not candidates and diagnosis.category == "unschedulable-resources" and scheduling.quota_refusals(evidence):
+        dropped.append(quota_rollback(evidence, copy.deepcopy(workload), ctx)[1])
+    elif not candidates and diagnosis.category == "missing-env":  # a value only a human knows
+        dropped.append(f"no rule proposes a fix for {diagnosis.category}: a human must decide")
+    for action, why in candidates:
         target = live.get(f"{action.target.kind}/{action.target.name}")
         if target is None:
             dropped.append(f"{action.kind} on {action.target}: the object does not exist")

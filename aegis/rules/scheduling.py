@@ -3,10 +3,16 @@
 From the PodScheduled condition's message (the scheduler's own words) and the
 claims' phase: unschedulable-resources (Insufficient cpu/memory), unschedulable-
 constraints (node selector, affinity, taints, spread), pvc-pending (unbound claim,
-missing StorageClass). Called by ``aegis.rules.diagnose``.
+missing StorageClass). A namespace ResourceQuota that refuses the pods themselves
+(no pod exists at all: the ReplicaSet's ``FailedCreate`` event and ``ReplicaFailure``
+condition say "exceeded quota") is unschedulable-resources too: the closest category
+of the taxonomy. Called by ``aegis.rules.diagnose``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import re
 
 from aegis import models
 
@@ -113,4 +119,82 @@ def pvc(evidence: models.Evidence) -> models.Diagnosis | None:
     )
     return models.Diagnosis(
         category="pvc-pending", summary=summary, evidence=lines, confidence=0.95 if reasons else 0.7, source="rules"
+    )
+
+
+# The API server's quota admission text: 'pods "web-7d9c-xyz" is forbidden: exceeded quota: compute, requested:
+# requests.memory=512Mi, used: requests.memory=1Gi, limited: requests.memory=1Gi'
+_QUOTA = re.compile(r"exceeded quota: ([^,\s]+), requested: (\S+), used: (\S+), limited: (\S+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaRefusal:
+    """One "exceeded quota" refusal: the quota's name and its resources (requested, used, limited)."""
+
+    quota: str
+    requested: dict[str, str]
+    used: dict[str, str]
+    limited: dict[str, str]
+    where: str  # the line of evidence it came from
+
+    def describe(self) -> str:
+        parts = [
+            f"{key} requested {value}, used {self.used.get(key, '?')} of {self.limited.get(key, '?')}"
+            for key, value in self.requested.items()
+        ]
+        return f"ResourceQuota {self.quota!r} ({'; '.join(parts)})"
+
+
+def _pairs(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.strip().rstrip(".,").split(",") if "=" in part)
+
+
+def parse_quota(text: str) -> QuotaRefusal | None:
+    """The quota refusal in an event or condition message, or None."""
+    match = _QUOTA.search(text)
+    if not match:
+        return None
+    name, requested, used, limited = match.groups()
+    return QuotaRefusal(name, _pairs(requested), _pairs(used), _pairs(limited), text)
+
+
+def quota_refusals(evidence: models.Evidence) -> list[QuotaRefusal]:
+    """Pod creations refused by a ResourceQuota: FailedCreate events, then ReplicaFailure conditions of the
+    target (a StatefulSet) or its ReplicaSets (a Deployment), newest last."""
+    found: list[QuotaRefusal] = []
+    for event in evidence.events:
+        if event.type == "Warning" and event.reason == "FailedCreate":
+            refusal = parse_quota(event.message)
+            if refusal:
+                found.append(dataclasses.replace(refusal, where=f"event {event.object} FailedCreate: {event.message}"))
+    owners = [("", evidence.target_summary)] + [
+        (f"ReplicaSet {rs.get('name')}", rs) for rs in evidence.target_summary.get("replicaSets") or []
+    ]
+    for where, summary in owners:
+        for condition in summary.get("conditions") or []:
+            if condition.get("type") == "ReplicaFailure" and condition.get("status", "True") == "True":
+                refusal = parse_quota(str(condition.get("message") or ""))
+                if refusal:
+                    line = f"{where or evidence.target} condition ReplicaFailure ({condition.get('reason')}): "
+                    found.append(dataclasses.replace(refusal, where=line + str(condition.get("message"))))
+    return found
+
+
+def quota(evidence: models.Evidence) -> models.Diagnosis | None:
+    refusals = quota_refusals(evidence)
+    if not refusals:
+        return None
+    latest = refusals[-1]
+    live = [p for p in evidence.pods if not p.terminating]
+    summary = (
+        f"Pods of {evidence.target} cannot be created: the namespace's {latest.describe()} is exhausted, so the "
+        f"API server refuses every new pod{' (no pod exists)' if not live else ''}. Raising the quota or "
+        "deciding the workload's size is a human's call, unless a bad rollout raised the requests."
+    )
+    return models.Diagnosis(
+        category="unschedulable-resources",
+        summary=summary,
+        evidence=list(dict.fromkeys(r.where for r in reversed(refusals)))[:5],
+        confidence=0.95,
+        source="rules",
     )

@@ -5,7 +5,8 @@ time), the HTTP plumbing and test reactions. On top, this module answers every
 resource request itself, the way kube-apiserver does where AEGIS depends on it:
 
 - get / list / watch with label and field selectors, resourceVersion on every
-  object and list, watches that resume from a resourceVersion (410 when too old);
+  object and list (kind/apiVersion on the list, not on its items; watch events and
+  single GETs carry them), watches that resume from a resourceVersion (410 when too old);
 - create (generateName, uid, creationTimestamp, generation, defaults, validation,
   409 AlreadyExists, 404 when the namespace does not exist), PUT, PATCH (strategic
   merge with merge keys, JSON merge, JSON patch, server-side apply with a field
@@ -13,8 +14,15 @@ resource request itself, the way kube-apiserver does where AEGIS depends on it:
   persists nothing, spec and status kept apart by the status subresource;
 - custom resources pruned to their CRD's structural schema on every write, as
   kube-apiserver does (``prune_unknown_fields``): an undeclared field vanishes;
-- delete with finalizers, namespace deletion that removes what it contains, and
-  ownerReference garbage collection (Background, Foreground, Orphan);
+- delete with finalizers, graceful deletion of pods bound to a node (``deletionTimestamp``
+  and ``deletionGracePeriodSeconds`` from DeleteOptions or the pod's own grace, kept until
+  a delete with grace 0 — the kubelet's), namespace deletion that removes what it contains
+  (Terminating until its pods are gone), and ownerReference garbage collection
+  (Background, Foreground, Orphan), pods going the same graceful way;
+- admission as kube-apiserver's plugins do it: ResourceQuota (403 ``exceeded quota`` /
+  ``must specify``, status.used kept current, in ``aegis.sim.quota``) and the Service IP
+  allocator (a fresh 10.96.0.0/16 address, 422 for a taken one); defaulting is in
+  ``aegis.sim.defaults``;
 - ``pods/log`` as text, ``pods/binding``, ``*/scale``; CRDs become served resources.
 
 Logs are posted by the kubelet stand-in to ``/sim/v1/logs/{ns}/{pod}/{container}``
@@ -24,18 +32,17 @@ Logs are posted by the kubelet stand-in to ``/sim/v1/logs/{ns}/{pod}/{container}
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import collections
 import contextlib
 import copy
 import dataclasses
 import datetime
-import itertools
 import json
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp.web
@@ -43,7 +50,7 @@ import attrs
 import kmock
 import yaml
 
-from aegis.sim import patching, selectors, tables, validation
+from aegis.sim import defaults, patching, quota, selectors, tables, validation
 
 logger = logging.getLogger("aegis.sim.api")
 
@@ -209,7 +216,10 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 error = fault(raw_request.method, route, dict(raw_request.query))
                 if error is not None:
                     raise error
-            return await self._dispatch(raw_request, route, resource)
+            response = await self._dispatch(raw_request, route, resource)
+            if raw_request.method.upper() != "GET" and route.namespace and resource.namespaced:
+                await self._refresh_quotas(route.namespace)
+            return response
         except ApiError as exc:
             return aiohttp.web.json_response(exc.body(), status=exc.code)
         except Exception as exc:  # a bug in the emulator: answer 500 like a real server would
@@ -282,8 +292,9 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if method == "GET" and route.name is None:
             if route.watch or query.get("watch") in ("true", "1"):
                 return await self._watch(raw, res, namespace, query)
-            listing = self._list(res, namespace, query)
-            return _json(self._table(res, listing["items"]) if wants_table else listing)
+            if wants_table:
+                return _json(self._table(res, self._select(res, namespace, query)))
+            return _json(self._list(res, namespace, query))
         if method == "GET":
             if sub == "log":
                 return await self._log(res, namespace or "", route.name, query)
@@ -331,10 +342,19 @@ class SimAPIServer(kmock.KubernetesEmulator):
         except selectors.SelectorError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from None
 
-    def _list(self, res: Resource, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+    def _select(self, res: Resource, namespace: str | None, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The stored objects a list would answer (label and field selectors applied), by namespace and name."""
         labels, fields = self._filters(query)
         items = [obj for obj in self.store.items(res.key, namespace) if labels(obj) and fields(obj)]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
+
+    def _list(self, res: Resource, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        """A ``<Kind>List``: kind and apiVersion on the list only, never on its items (as kube-apiserver)."""
+        items = [
+            {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+            for obj in self._select(res, namespace, query)
+        ]
         return {
             "kind": f"{res.kind}List",
             "apiVersion": res.api_version,
@@ -380,7 +400,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
                     gone = ApiError(410, "Expired", f"too old resource version: {last}")
                     await send("ERROR", gone.body())
                     return response
-                shown = {ident(o) for o in self.store.items(res.key, namespace) if visible(o)}
+                shown = self._visible_at(res, last, visible, ident)
             deadline = asyncio.get_running_loop().time() + timeout
             condition = self.store.changed[res.key]
             while not self._closing:
@@ -408,6 +428,35 @@ class SimAPIServer(kmock.KubernetesEmulator):
             return response
         await response.write_eof()
         return response
+
+    def _visible_at(
+        self,
+        res: Resource,
+        rv: int,
+        visible: Callable[[dict[str, Any]], bool],
+        ident: Callable[[dict[str, Any]], tuple[str, str]],
+    ) -> set[tuple[str, str]]:
+        """What a watcher resuming at ``rv`` had seen: the objects visible at that resourceVersion.
+
+        Rebuilt from the change history, so replayed events keep their real types (an object deleted
+        since ``rv`` is MODIFIED then DELETED, not ADDED). Objects older than the history count as
+        they are now.
+        """
+        before: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        after: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        for entry_rv, event, obj in self.store.history[res.key]:
+            key = ident(obj)
+            if entry_rv <= rv:
+                before[key] = (event, obj)
+            elif key not in after:
+                after[key] = (event, obj)
+        shown = {key for key, (event, obj) in before.items() if event != "DELETED" and visible(obj)}
+        shown |= {key for key, (event, obj) in after.items() if key not in before and event != "ADDED" and visible(obj)}
+        for obj in self.store.items(res.key, None):
+            key = ident(obj)
+            if key not in before and key not in after and visible(obj):
+                shown.add(key)
+        return shown
 
     def _table(self, res: Resource, objects: list[dict[str, Any]]) -> dict[str, Any]:
         columns = tables.BUILTIN.get(res.plural) if res.group in _BUILTIN_GROUPS else None
@@ -478,10 +527,15 @@ class SimAPIServer(kmock.KubernetesEmulator):
             )
         if res.has_status:
             obj["status"] = {}
-        _defaults(res.kind, obj)
+        defaults.apply(res.kind, obj)
         self._prune(res, obj)
+        if res.key == ("", "services"):
+            self._allocate_cluster_ip(obj)
         self._validate(res, obj, None)
         meta["uid"] = str(uuid.uuid4())
+        if res.key == ("batch", "jobs"):
+            defaults.job_selector(obj)
+        self._admit_quota(res, obj)
         meta["creationTimestamp"] = now_rfc3339()
         if "spec" in obj or res.group not in ("",):
             meta["generation"] = 1
@@ -495,6 +549,77 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if res.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             await self._crd_created(obj)
         return obj
+
+    def _allocate_cluster_ip(self, service: dict[str, Any]) -> None:
+        """The service IP allocator of 10.96.0.0/16: a fresh address unless one is asked for (422 when taken)."""
+        spec = service.get("spec")
+        if not isinstance(spec, dict) or spec.get("type") == "ExternalName":
+            return
+        wanted = spec.get("clusterIP") or next(iter(spec.get("clusterIPs") or []), "")
+        if wanted == "None":
+            spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
+            return
+        taken = {"10.96.0.1"}
+        for other in self.store.items(("", "services"), None):
+            taken.update((other.get("spec") or {}).get("clusterIPs") or [])
+        if wanted:
+            if wanted in taken:
+                name = service["metadata"].get("name", "")
+                message = (
+                    f'spec.clusterIPs: Invalid value: []string{{"{wanted}"}}: '
+                    f"failed to allocate IP {wanted}: provided IP is already allocated"
+                )
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Service "{name}" is invalid: {message}',
+                    {
+                        "name": name,
+                        "kind": "Service",
+                        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": "spec.clusterIPs"}],
+                    },
+                )
+        else:
+            while True:
+                number = random.randrange(2, 65534)
+                wanted = f"10.96.{number // 256}.{number % 256}"
+                if wanted not in taken and not wanted.endswith((".0", ".255")):
+                    break
+        spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
+
+    def _namespace_objects(self, namespace: str) -> dict[RKey, list[dict[str, Any]]]:
+        return {key: self.store.items(key, namespace) for key in list(self.store.objects) if key != ("", "namespaces")}
+
+    def _admit_quota(self, res: Resource, obj: dict[str, Any]) -> None:
+        """The ResourceQuota admission plugin: 403 when a create would go over a quota of its namespace."""
+        namespace = obj["metadata"].get("namespace")
+        if not res.namespaced or not namespace:
+            return
+        quotas = self.store.items(("", "resourcequotas"), namespace)
+        if not quotas:
+            return
+        reason = quota.admit(res.group, res.plural, obj, quotas, self._namespace_objects(namespace))
+        if reason:
+            name = obj["metadata"].get("name", "")
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{res.qualified} "{name}" is forbidden: {reason}',
+                {"name": name, "group": res.group, "kind": res.plural},
+            )
+
+    async def _refresh_quotas(self, namespace: str) -> None:
+        """The resource quota controller: keep each quota's status.hard/status.used current."""
+        quotas = self.store.items(("", "resourcequotas"), namespace)
+        if not quotas:
+            return
+        objects = self._namespace_objects(namespace)
+        for current in quotas:
+            status = quota.status(current, objects)
+            if current.get("status") != status:
+                updated = copy.deepcopy(current)
+                updated["status"] = status
+                await self.store.put(("", "resourcequotas"), updated, "MODIFIED")
 
     def _prune(self, res: Resource, obj: dict[str, Any]) -> None:
         """Drop the fields a custom resource's CRD does not declare for the served version (in place)."""
@@ -557,7 +682,15 @@ class SimAPIServer(kmock.KubernetesEmulator):
         old_meta = old["metadata"]
         if meta.get("name", old_meta["name"]) != old_meta["name"]:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
-        for key in ("uid", "creationTimestamp", "name", "namespace", "generation", "deletionTimestamp"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
@@ -569,7 +702,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
             for key in ("clusterIP", "clusterIPs"):
                 if key in (old.get("spec") or {}) and key not in result["spec"]:
                     result["spec"][key] = old["spec"][key]
-        _defaults(res.kind, result)
+        defaults.apply(res.kind, result)
         self._prune(res, result)
         if sub != "status" and result.get("spec") != old.get("spec") and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
@@ -579,7 +712,7 @@ class SimAPIServer(kmock.KubernetesEmulator):
         _manage(meta, query, operation, res.api_version, sub)
         if query.get("dryRun") == "All":
             return result
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
             await self.store.put(res.key, result, "DELETED")
             await self._collect_dependents(result, "Background")
             return result
@@ -708,9 +841,12 @@ class SimAPIServer(kmock.KubernetesEmulator):
         if query.get("dryRun") == "All" or (body or {}).get("dryRun") == ["All"]:
             return obj
         policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy") or "Background"
-        return await self._remove(res, obj, policy)
+        return await self._remove(res, obj, policy, _grace(query, body))
 
-    async def _remove(self, res: Resource, obj: dict[str, Any], policy: str) -> dict[str, Any]:
+    async def _remove(
+        self, res: Resource, obj: dict[str, Any], policy: str, grace: int | None = None
+    ) -> dict[str, Any]:
+        """Delete one object: namespaces terminate, pods on a node terminate gracefully, finalizers hold."""
         meta = obj["metadata"]
         if res.key == ("", "namespaces"):
             if not meta.get("deletionTimestamp"):
@@ -720,6 +856,26 @@ class SimAPIServer(kmock.KubernetesEmulator):
                 obj = await self.store.put(res.key, terminating, "MODIFIED")
                 self._spawn(self._purge_namespace(meta["name"]))
             return obj
+        if res.key == ("", "pods"):
+            seconds = _pod_grace(obj, grace)
+            current = meta.get("deletionGracePeriodSeconds")
+            if seconds > 0 and (current is None or seconds < int(current)):
+                # kube-apiserver's graceful deletion: the pod stays, Terminating, until its kubelet confirms (grace 0).
+                marked = copy.deepcopy(obj)
+                marked["metadata"]["deletionTimestamp"] = _rfc3339_in(seconds)
+                marked["metadata"]["deletionGracePeriodSeconds"] = seconds
+                return await self.store.put(res.key, marked, "MODIFIED")
+            if seconds > 0:
+                return obj  # already terminating, with a grace period no longer than this one
+            if meta.get("deletionGracePeriodSeconds") != 0:
+                # A pod deletion is always graceful: first an update to grace 0 (a MODIFIED event), then the removal.
+                marked = copy.deepcopy(obj)
+                marked["metadata"]["deletionTimestamp"] = now_rfc3339()
+                marked["metadata"]["deletionGracePeriodSeconds"] = 0
+                obj = await self.store.put(res.key, marked, "MODIFIED")
+                if meta.get("finalizers"):
+                    return obj
+                meta = obj["metadata"]
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return obj
@@ -743,8 +899,8 @@ class SimAPIServer(kmock.KubernetesEmulator):
         listing = self._list(res, namespace, query)
         if query.get("dryRun") == "All":
             return listing
-        for obj in listing["items"]:
-            await self._remove(res, obj, query.get("propagationPolicy") or "Background")
+        for obj in self._select(res, namespace, query):
+            await self._remove(res, obj, query.get("propagationPolicy") or "Background", _grace(query, {}))
         return listing
 
     def _resource_of(self, key: RKey) -> Resource:
@@ -1069,63 +1225,28 @@ def _with_replicas(obj: dict[str, Any], scale: Any) -> dict[str, Any]:
     return updated
 
 
-def _pod_spec_defaults(spec: dict[str, Any]) -> None:
-    spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("dnsPolicy", "ClusterFirst")
-    spec.setdefault("schedulerName", "default-scheduler")
-    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
-        image = container.get("image") or ""
-        tag = image.rsplit("/", 1)[-1]
-        latest = ":" not in tag or tag.endswith(":latest")
-        container.setdefault("imagePullPolicy", "Always" if latest and "@" not in image else "IfNotPresent")
-        container.setdefault("terminationMessagePolicy", "File")
-        for port in container.get("ports") or []:
-            port.setdefault("protocol", "TCP")
+def _grace(query: dict[str, str], body: dict[str, Any] | None) -> int | None:
+    """DeleteOptions.gracePeriodSeconds from the query or the body; None when not given."""
+    value = query.get("gracePeriodSeconds")
+    if value is None:
+        value = (body or {}).get("gracePeriodSeconds")
+    if value is None:
+        return None
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        raise ApiError(400, "BadRequest", f"invalid gracePeriodSeconds: {value!r}") from None
 
 
-_CLUSTER_IPS = itertools.cycle(f"10.96.{a}.{b}" for a in range(1, 250) for b in range(2, 250))
+def _pod_grace(pod: dict[str, Any], grace: int | None) -> int:
+    """The grace period a pod deletion gets: 0 for an unbound or terminal pod, else the asked or the pod's own."""
+    if not (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    if grace is None:
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    return max(int(grace if grace is not None else 30), 0)
 
 
-def _defaults(kind: str, obj: dict[str, Any]) -> None:
-    """The API server's defaulting for the kinds the emulator's controllers run."""
-    spec = obj.get("spec")
-    if kind == "Pod" and isinstance(spec, dict):
-        _pod_spec_defaults(spec)
-        obj.setdefault("status", {}).setdefault("phase", "Pending")
-    elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet") and isinstance(spec, dict):
-        if kind != "DaemonSet":
-            spec.setdefault("replicas", 1)
-        if kind in ("ReplicaSet", "StatefulSet"):
-            obj.setdefault("status", {}).setdefault("replicas", 0)
-        spec.setdefault("revisionHistoryLimit", 10)
-        if kind == "Deployment":
-            spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault(
-                "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
-            )
-        if kind == "StatefulSet":
-            spec.setdefault("podManagementPolicy", "OrderedReady")
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
-        template = spec.get("template")
-        if isinstance(template, dict) and isinstance(template.get("spec"), dict):
-            _pod_spec_defaults(template["spec"])
-    elif kind == "Service" and isinstance(spec, dict):
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        if spec.get("clusterIP") is None and spec["type"] != "ExternalName":
-            spec["clusterIP"] = next(_CLUSTER_IPS, "10.96.0.250")
-            spec["clusterIPs"] = [spec["clusterIP"]]
-        for port in spec.get("ports") or []:
-            port.setdefault("protocol", "TCP")
-            port.setdefault("targetPort", port.get("port"))
-    elif kind == "PersistentVolumeClaim" and isinstance(spec, dict):
-        spec.setdefault("volumeMode", "Filesystem")
-        obj.setdefault("status", {}).setdefault("phase", "Pending")
-    elif kind == "Namespace":
-        obj.setdefault("status", {}).setdefault("phase", "Active")
-        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
-    elif kind == "Secret" and obj.get("stringData"):
-        data = obj.setdefault("data", {})
-        for key, value in obj.pop("stringData").items():
-            data[key] = base64.b64encode(str(value).encode()).decode()
+def _rfc3339_in(seconds: int) -> str:
+    moment = datetime.datetime.now(tz=datetime.UTC) + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,20 +1,29 @@
 """A small async Kubernetes API client (aiohttp) for the simulated controllers, kubelet and analyzer.
 
 They are ordinary API clients: they read through ``Informer`` caches (list, then
-watch from the list's resourceVersion, re-list on 410, like client-go informers)
-and write with plain REST calls, so they work against any API server.
+watch from the list's resourceVersion with bookmarks, re-list on 410, like
+client-go informers) and write with plain REST calls, so they work against any
+API server: the emulator over plain HTTP (``SimClient(url)``) or a real one over
+TLS from a kubeconfig (``SimClient.from_kubeconfig(path)``: CA file/data or
+insecure-skip-tls-verify, bearer token or client certificate).
 Used by everything in ``aegis.sim`` that acts like a cluster component.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import os
+import pathlib
+import ssl
+import tempfile
 from typing import Any
 
 import aiohttp
+import yaml
 
 logger = logging.getLogger("aegis.sim.client")
 
@@ -45,6 +54,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies", True),
     "Ingress": ("networking.k8s.io", "v1", "ingresses", True),
     "CustomResourceDefinition": ("apiextensions.k8s.io", "v1", "customresourcedefinitions", False),
+    "Lease": ("coordination.k8s.io", "v1", "leases", True),
     "Result": ("core.k8sgpt.ai", "v1alpha1", "results", True),
     "Incident": ("aegis.dev", "v1alpha1", "incidents", True),
 }
@@ -73,15 +83,44 @@ def path_for(kind: str, namespace: str | None = None, name: str | None = None, s
 
 
 class SimClient:
-    """REST calls against the API server at ``url`` (no TLS, bearer token optional)."""
+    """REST calls against the API server at ``url`` (plain HTTP or TLS; bearer token optional)."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
+    @classmethod
+    def from_kubeconfig(cls, path: str | os.PathLike[str], context: str | None = None) -> SimClient:
+        """A client for a kubeconfig's context (default: ``current-context``)."""
+        config = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+        base = pathlib.Path(path).resolve().parent
+        name = context or config.get("current-context")
+        contexts = {c["name"]: c.get("context") or {} for c in config.get("contexts") or []}
+        if name not in contexts:
+            raise ValueError(f"kubeconfig {path}: no context {name!r}")
+        ctx = contexts[name]
+        cluster = next(
+            (c.get("cluster") or {} for c in config.get("clusters") or [] if c["name"] == ctx.get("cluster")), None
+        )
+        if cluster is None or not cluster.get("server"):
+            raise ValueError(f"kubeconfig {path}: context {name!r} has no cluster server")
+        user = next((u.get("user") or {} for u in config.get("users") or [] if u["name"] == ctx.get("user")), {})
+        url = str(cluster["server"])
+        token = user.get("token")
+        if not token and user.get("tokenFile"):
+            token = _resolve(base, user["tokenFile"]).read_text().strip()
+        context_ssl = None
+        if url.startswith("https"):
+            context_ssl = _ssl_context(base, cluster, user)
+        return cls(url, token, ssl_context=context_ssl)
+
     async def __aenter__(self) -> SimClient:
-        self._session = aiohttp.ClientSession(headers=self._headers, timeout=aiohttp.ClientTimeout(total=None))
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None), connector=connector
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -128,7 +167,12 @@ class SimClient:
 
     async def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None) -> list[dict]:
         params = {"labelSelector": labels} if labels else None
-        return (await self.request("GET", path_for(kind, namespace), params=params))["items"]
+        items = (await self.request("GET", path_for(kind, namespace), params=params))["items"]
+        group, version, _, _ = KINDS[kind]
+        for item in items:  # a real server puts kind/apiVersion on the list only
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", f"{group}/{version}" if group else version)
+        return items
 
     async def create(self, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         ns = namespace or body.get("metadata", {}).get("namespace")
@@ -154,12 +198,59 @@ class SimClient:
     async def status(self, kind: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
         return await self.patch(kind, namespace, name, {"status": status}, sub="status")
 
-    async def delete(self, kind: str, namespace: str | None, name: str) -> None:
+    async def delete(
+        self, kind: str, namespace: str | None, name: str, *, grace_period: int | None = None, uid: str | None = None
+    ) -> None:
+        """Delete, ignoring errors; ``grace_period`` 0 removes at once (the kubelet finishing a pod)."""
+        if grace_period is None and uid is None:
+            with contextlib.suppress(ApiError):
+                await self.request("DELETE", path_for(kind, namespace, name))
+            return
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        params = {}
+        if grace_period is not None:
+            options["gracePeriodSeconds"] = grace_period
+            params["gracePeriodSeconds"] = str(grace_period)
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         with contextlib.suppress(ApiError):
-            await self.request("DELETE", path_for(kind, namespace, name))
+            await self.request("DELETE", path_for(kind, namespace, name), body=options, params=params)
 
     async def put_logs(self, namespace: str, pod: str, container: str, logs: dict[str, list[str]]) -> None:
         await self.request("PUT", f"/sim/v1/logs/{namespace}/{pod}/{container}", body=logs)
+
+
+def _resolve(base: pathlib.Path, value: str) -> pathlib.Path:
+    path = pathlib.Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def _ssl_context(base: pathlib.Path, cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
+    """TLS as kubectl does it: the cluster's CA (file or data) or no verification; a client certificate if given."""
+    if cluster.get("insecure-skip-tls-verify"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif cluster.get("certificate-authority-data"):
+        context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    elif cluster.get("certificate-authority"):
+        context = ssl.create_default_context(cafile=str(_resolve(base, cluster["certificate-authority"])))
+    else:
+        context = ssl.create_default_context()
+    if cluster.get("tls-server-name"):
+        context.check_hostname = False  # a server name override: verify the chain only
+    cert, key = user.get("client-certificate-data"), user.get("client-key-data")
+    if cert or user.get("client-certificate"):
+        with tempfile.TemporaryDirectory(prefix="aegis-kubeconfig-") as folder:
+            cert_path = _resolve(base, user["client-certificate"]) if not cert else pathlib.Path(folder) / "client.crt"
+            key_path = _resolve(base, user.get("client-key") or "") if not key else pathlib.Path(folder) / "client.key"
+            if cert:
+                cert_path.write_bytes(base64.b64decode(cert))
+            if key:
+                key_path.write_bytes(base64.b64decode(key))
+                key_path.chmod(0o600)
+            context.load_cert_chain(str(cert_path), str(key_path))
+    return context
 
 
 class Informer:
@@ -192,36 +283,66 @@ class Informer:
         meta = obj.get("metadata") or {}
         return (meta.get("namespace") or "", meta.get("name") or "")
 
+    def _typed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Real list responses carry kind/apiVersion on the list only: put them on every cached item."""
+        group, version, _, _ = KINDS[self.kind]
+        obj.setdefault("kind", self.kind)
+        obj.setdefault("apiVersion", f"{group}/{version}" if group else version)
+        return obj
+
     async def _run(self) -> None:
+        resource_version: str | None = None
         while True:
             try:
-                listing = await self.client.request("GET", path_for(self.kind))
-                self.objects = {self._key(o): o for o in listing["items"]}
-                self.synced.set()
-                self.changed.set()
-                await self._watch(listing["metadata"]["resourceVersion"])
+                if resource_version is None:
+                    listing = await self.client.request("GET", path_for(self.kind))
+                    self.objects = {self._key(o): self._typed(o) for o in listing["items"]}
+                    resource_version = str(listing["metadata"]["resourceVersion"])
+                    self.synced.set()
+                    self.changed.set()
+                # A watch that ends (server timeout) resumes from the last version seen; 410 Gone lists again.
+                resource_version = await self._watch(resource_version)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection lost, 410 Gone: list again
+            except ApiError as exc:
+                logger.debug("informer %s relists: %s", self.kind, exc)
+                resource_version = None
+                await asyncio.sleep(0.2)
+            except Exception as exc:  # connection lost: list again
                 logger.debug("informer %s restarts: %s", self.kind, exc)
+                resource_version = None
                 await asyncio.sleep(0.2)
 
-    async def _watch(self, resource_version: str) -> None:
-        params = {"watch": "true", "resourceVersion": resource_version, "timeoutSeconds": "300"}
+    async def _watch(self, resource_version: str) -> str:
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "300",
+        }
         async with self.client.session.get(
             self.client.url + path_for(self.kind),
             params=params,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         ) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, (await response.text())[:300])
             async for line in response.content:
                 if not line.strip():
                     continue
                 event = json.loads(line)
                 obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
+                kind = event.get("type")
+                if kind == "ERROR":
                     raise ApiError(int(obj.get("code") or 500), str(obj.get("message")))
-                if event["type"] == "DELETED":
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    resource_version = str(version)
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
                     self.objects.pop(self._key(obj), None)
                 else:
-                    self.objects[self._key(obj)] = obj
+                    self.objects[self._key(obj)] = self._typed(obj)
                 self.changed.set()
+        return resource_version

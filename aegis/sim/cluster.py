@@ -16,7 +16,19 @@ import pathlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-from aegis.sim import analyzer, apiserver, catalog, client, clock, controllers, kubelet, server, threaded
+from aegis.sim import (
+    analyzer,
+    apiserver,
+    catalog,
+    client,
+    clock,
+    controllers,
+    jobs,
+    kubelet,
+    server,
+    threaded,
+    workloads,
+)
 
 logger = logging.getLogger("aegis.sim.cluster")
 T = TypeVar("T")
@@ -64,13 +76,15 @@ async def run_cluster(
         args = (sim_client, informers, sim_clock)
         components: list[Any] = [
             controllers.NodeController(*args, nodes=options.nodes, cpu=options.node_cpu, memory=options.node_memory),
-            controllers.DeploymentController(*args),
-            controllers.ReplicaSetController(*args),
-            controllers.StatefulSetController(*args),
+            workloads.DeploymentController(*args),
+            workloads.ReplicaSetController(*args),
+            workloads.StatefulSetController(*args),
             controllers.Scheduler(*args),
             kubelet.Kubelet(*args, images),
             controllers.EndpointsController(*args),
             controllers.PersistentVolumeController(*args),
+            jobs.JobController(*args),
+            jobs.CronJobController(*args),
         ]
         k8sgpt = analyzer.Analyzer(*args, interval=options.analyzer_interval) if options.analyzer else None
         if k8sgpt is not None:

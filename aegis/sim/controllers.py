@@ -1,15 +1,13 @@
-"""Simulated control plane: Deployment, ReplicaSet, StatefulSet, Endpoints/EndpointSlice, PVC binding,
+"""Simulated control plane: the shared informers and helpers, Endpoints/EndpointSlice, PVC binding,
 the scheduler and the nodes. Each is an ordinary API client over ``aegis.sim.client`` informers.
 
-They reproduce what a remediation depends on: a Deployment rolls out a new
-ReplicaSet per template (pod-template-hash, revision annotations, so a rollback
-has history) with the RollingUpdate surge/unavailable rules and the
-Available/Progressing conditions (ProgressDeadlineExceeded after the deadline);
-ReplicaSets keep their pod count; StatefulSets create ordered pods and their
-claims; Endpoints list ready and not-ready addresses, skipping pods whose named
-targetPort does not exist; PVCs bind when their StorageClass exists (else
-ProvisioningFailed); the scheduler binds pods to nodes with capacity and matching
-selectors, or leaves them Pending with the scheduler's FailedScheduling message.
+The workload controllers (Deployment, ReplicaSet, StatefulSet) are in
+``aegis.sim.workloads``, Job and CronJob in ``aegis.sim.jobs``; they build on the
+helpers here. Endpoints list ready and not-ready addresses (a Terminating pod is
+in neither), skipping pods whose named targetPort does not exist; PVCs bind when
+their StorageClass exists (else ProvisioningFailed); the scheduler binds pods to
+nodes with capacity and matching selectors (Terminating pods still hold theirs),
+or leaves them Pending with the scheduler's FailedScheduling message.
 Run by ``aegis.sim.cluster``.
 """
 
@@ -17,7 +15,9 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import copy
+import datetime
 import hashlib
 import json
 import logging
@@ -132,6 +132,8 @@ class Informers:
         "Deployment",
         "ReplicaSet",
         "StatefulSet",
+        "Job",
+        "CronJob",
         "Event",
     )
 
@@ -180,573 +182,160 @@ class Controller(abc.ABC):
 
 
 class NodeController(Controller):
-    """Creates the cluster's nodes once, with capacity and the usual labels."""
+    """Creates the cluster's nodes once, with capacity and the usual labels, and keeps them schedulable.
+
+    Works on the emulator and on a real API server: the real one taints a new node
+    ``node.kubernetes.io/not-ready:NoSchedule`` at create, so the taint is patched away after
+    (``spec.taints``); the status (Ready, addresses, ``daemonEndpoints.kubeletEndpoint.Port``
+    for ``pods/log``) is written through ``/status``. ``internal_ip`` overrides each node's
+    InternalIP (``127.0.0.1`` where a real API server must reach our kubelet API); with
+    ``heartbeat`` the node's Lease in ``kube-node-lease`` is renewed, as a kubelet does, so a
+    node lifecycle controller keeps the node Ready.
+    """
 
     component = "node-controller"
+    NOT_READY = "node.kubernetes.io/not-ready"
 
-    def __init__(self, *args: Any, nodes: int = 3, cpu: str = "4", memory: str = "8Gi") -> None:
+    def __init__(
+        self,
+        *args: Any,
+        nodes: int = 3,
+        cpu: str = "4",
+        memory: str = "8Gi",
+        prefix: str = "sim-worker",
+        internal_ip: str | None = None,
+        kubelet_port: int = 10250,
+        heartbeat: bool = False,
+        provisioner: str = "rancher.io/local-path",
+    ) -> None:
         super().__init__(*args)
         self.count, self.cpu, self.memory = nodes, cpu, memory
+        self.prefix, self.internal_ip, self.kubelet_port = prefix, internal_ip, kubelet_port
+        self.heartbeat, self.provisioner = heartbeat, provisioner
         self.done = False
+        self.last_beat = -1e9
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.prefix}-{index}" for index in range(1, self.count + 1)]
 
     async def reconcile(self) -> None:
+        if self.heartbeat and self.done and self.clock.now() - self.last_beat >= 10 * self.clock.speed:
+            await self._beat()  # every 10 wall seconds, as a kubelet renews its Lease
         if self.done:
             return
-        existing = {n["metadata"]["name"] for n in self.inf["Node"].items()}
+        existing = {n["metadata"]["name"]: n for n in self.inf["Node"].items()}
         zones = ("a", "b", "c")
-        for index in range(1, self.count + 1):
-            name = f"sim-worker-{index}"
-            if name in existing:
-                continue
-            body = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        "kubernetes.io/hostname": name,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "node.kubernetes.io/instance-type": "sim.large",
-                        "topology.kubernetes.io/zone": f"sim-zone-{zones[(index - 1) % 3]}",
-                    },
-                },
-                "spec": {"podCIDR": f"10.244.{index}.0/24"},
-            }
-            node = await self.api.create(body)
-            capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "100Gi"}
-            await self.api.status(
-                "Node",
-                None,
-                name,
-                {
-                    "capacity": capacity,
-                    "allocatable": capacity,
-                    "addresses": [
-                        {"type": "InternalIP", "address": f"172.18.0.{index + 1}"},
-                        {"type": "Hostname", "address": name},
-                    ],
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True",
-                            "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
+        for index, name in enumerate(self.names, start=1):
+            node = existing.get(name)
+            if node is None:
+                node = await self.api.create(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "metadata": {
+                            "name": name,
+                            "labels": {
+                                "kubernetes.io/hostname": name,
+                                "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": "amd64",
+                                "node.kubernetes.io/instance-type": "sim.large",
+                                "topology.kubernetes.io/zone": f"sim-zone-{zones[(index - 1) % 3]}",
+                            },
                         },
-                        {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
-                        {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure"},
-                        {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID"},
-                    ],
-                    "nodeInfo": {
-                        "kubeletVersion": "v1.31.0-sim",
-                        "containerRuntimeVersion": "containerd://1.7.18",
-                        "osImage": "Debian GNU/Linux 12 (bookworm)",
-                        "architecture": "amd64",
-                    },
-                },
-            )
-            del node
-        if not any(sc for sc in self.inf["StorageClass"].items()):
-            await self.api.create(
-                {
-                    "apiVersion": "storage.k8s.io/v1",
-                    "kind": "StorageClass",
-                    "metadata": {
-                        "name": "standard",
-                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-                    },
-                    "provisioner": "rancher.io/local-path",
-                    "reclaimPolicy": "Delete",
-                    "volumeBindingMode": "Immediate",
-                }
-            )
-        self.done = True
-
-
-class DeploymentController(Controller):
-    component = "deployment-controller"
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.progress: dict[str, tuple[float, tuple[int, int, str]]] = {}  # uid -> (since, progress marker)
-
-    async def reconcile(self) -> None:
-        _prune(self.progress, {d["metadata"]["uid"] for d in self.inf["Deployment"].items()})
-        await self.each("Deployment", self._sync)
-
-    async def _sync(self, deploy: dict[str, Any]) -> None:
-        meta, spec = deploy["metadata"], deploy["spec"]
-        ns = meta["namespace"]
-        replica_sets = [rs for rs in self.inf["ReplicaSet"].items(ns) if owned_by(rs, deploy) and alive(rs)]
-        wanted_hash = template_hash(spec["template"])
-        if spec.get("paused"):  # a paused Deployment only scales what it has; no new rollout
-            await self._paused(deploy, replica_sets)
-            return
-        new_rs = next(
-            (rs for rs in replica_sets if rs["metadata"]["labels"].get("pod-template-hash") == wanted_hash), None
-        )
-        revisions = [
-            int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0"))
-            for rs in replica_sets
-        ]
-        max_revision = max(revisions, default=0)
-        if new_rs is None:
-            new_rs = await self._create_rs(deploy, wanted_hash, max_revision + 1)
-            replica_sets.append(new_rs)
-        else:
-            revision = int((new_rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0"))
-            if revision < max_revision:  # a rollback to an older template: it becomes the newest revision
-                new_rs = await self.api.patch(
-                    "ReplicaSet",
-                    ns,
-                    new_rs["metadata"]["name"],
-                    {"metadata": {"annotations": {"deployment.kubernetes.io/revision": str(max_revision + 1)}}},
-                )
-        old = [rs for rs in replica_sets if rs["metadata"]["name"] != new_rs["metadata"]["name"]]
-        replicas = int(spec.get("replicas", 1))
-        strategy = spec.get("strategy") or {}
-        if strategy.get("type") == "Recreate":
-            await self._recreate(deploy, new_rs, old, replicas)
-        else:
-            await self._rolling(deploy, new_rs, old, replicas, strategy.get("rollingUpdate") or {})
-        await self._cleanup(deploy, old)
-        await self._status(deploy, new_rs, old, replicas)
-        if int((deploy["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")) != int(
-            (new_rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")
-        ):
-            await self.api.patch(
-                "Deployment",
-                ns,
-                meta["name"],
-                {
-                    "metadata": {
-                        "annotations": {
-                            "deployment.kubernetes.io/revision": new_rs["metadata"]["annotations"][
-                                "deployment.kubernetes.io/revision"
-                            ]
-                        }
+                        "spec": {"podCIDR": f"10.244.{index}.0/24", "podCIDRs": [f"10.244.{index}.0/24"]},
                     }
-                },
-            )
-
-    async def _paused(self, deploy: dict[str, Any], replica_sets: list[dict[str, Any]]) -> None:
-        if not replica_sets:
-            return
-        newest = max(
-            replica_sets,
-            key=lambda rs: int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")),
-        )
-        others = [rs for rs in replica_sets if rs is not newest]
-        if not others and newest["spec"].get("replicas", 0) != int(deploy["spec"].get("replicas", 1)):
-            await self._scale(deploy, newest, int(deploy["spec"].get("replicas", 1)))
-        await self._status(deploy, newest, others, int(deploy["spec"].get("replicas", 1)))
-
-    async def _create_rs(self, deploy: dict[str, Any], pod_hash: str, revision: int) -> dict[str, Any]:
-        meta = deploy["metadata"]
-        template = copy.deepcopy(deploy["spec"]["template"])
-        labels = {**(template.get("metadata") or {}).get("labels", {}), "pod-template-hash": pod_hash}
-        template.setdefault("metadata", {})["labels"] = labels
-        selector = copy.deepcopy(deploy["spec"]["selector"])
-        selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": {
-                "name": f"{meta['name']}-{pod_hash}",
-                "namespace": meta["namespace"],
-                "labels": labels,
-                "annotations": {
-                    "deployment.kubernetes.io/revision": str(revision),
-                    "deployment.kubernetes.io/desired-replicas": str(deploy["spec"].get("replicas", 1)),
-                },
-                "ownerReferences": [owner_ref(deploy)],
-            },
-            "spec": {"replicas": 0, "selector": selector, "template": template},
-        }
-        try:
-            return await self.api.create(body)
-        except client.ApiError as exc:
-            if exc.status != 409:
-                raise
-            existing = await self.api.get("ReplicaSet", meta["namespace"], body["metadata"]["name"])
-            assert existing is not None
-            return existing
-
-    async def _scale(self, deploy: dict[str, Any], rs: dict[str, Any], replicas: int) -> dict[str, Any]:
-        current = rs["spec"].get("replicas", 0)
-        if current == replicas:
-            return rs
-        updated = await self.api.patch(
-            "ReplicaSet",
-            rs["metadata"]["namespace"],
-            rs["metadata"]["name"],
-            {
-                "spec": {"replicas": replicas},
-                "metadata": {
-                    "annotations": {"deployment.kubernetes.io/desired-replicas": str(deploy["spec"].get("replicas", 1))}
-                },
-            },
-        )
-        direction = "up" if replicas > current else "down"
-        await self.events.record(
-            deploy,
-            "Normal",
-            "ScalingReplicaSet",
-            f"Scaled {direction} replica set {rs['metadata']['name']} from {current} to {replicas}",
-        )
-        return updated
-
-    async def _recreate(
-        self, deploy: dict[str, Any], new_rs: dict[str, Any], old: list[dict[str, Any]], replicas: int
-    ) -> None:
-        if any(rs["spec"].get("replicas", 0) for rs in old):
-            for rs in old:
-                await self._scale(deploy, rs, 0)
-            return
-        ns = deploy["metadata"]["namespace"]
-        if any(owned_by(p, rs) for rs in old for p in self.inf["Pod"].items(ns)):
-            return  # wait for the old pods to go
-        await self._scale(deploy, new_rs, replicas)
-
-    async def _rolling(
-        self,
-        deploy: dict[str, Any],
-        new_rs: dict[str, Any],
-        old: list[dict[str, Any]],
-        replicas: int,
-        rolling: dict[str, Any],
-    ) -> None:
-        surge = resolve_intstr(rolling.get("maxSurge", "25%"), replicas, True)
-        unavailable = resolve_intstr(rolling.get("maxUnavailable", "25%"), replicas, False)
-        if surge == 0 and unavailable == 0:
-            unavailable = 1
-        new_count = new_rs["spec"].get("replicas", 0)
-        total = new_count + sum(rs["spec"].get("replicas", 0) for rs in old)
-        if new_count > replicas:
-            new_rs = await self._scale(deploy, new_rs, replicas)
-        elif new_count < replicas:
-            room = replicas + surge - total
-            if room > 0:
-                new_rs = await self._scale(deploy, new_rs, min(replicas, new_count + room))
-        if not old:
-            return
-        min_available = replicas - unavailable
-        ready_new = self._ready(new_rs)
-        all_ready = ready_new + sum(self._ready(rs) for rs in old)
-        total = new_rs["spec"].get("replicas", 0) + sum(rs["spec"].get("replicas", 0) for rs in old)
-        # First drop old replicas that are not ready anyway, then healthy ones while availability allows.
-        budget = total - min_available - (new_rs["spec"].get("replicas", 0) - ready_new)
-        for rs in old:
-            unhealthy = rs["spec"].get("replicas", 0) - self._ready(rs)
-            cut = min(unhealthy, max(budget, 0))
-            if cut > 0:
-                budget -= cut
-                await self._scale(deploy, rs, rs["spec"]["replicas"] - cut)
-                rs["spec"]["replicas"] -= cut
-        spare = all_ready - min_available
-        for rs in old:
-            cut = min(rs["spec"].get("replicas", 0), max(spare, 0))
-            if cut > 0:
-                spare -= cut
-                await self._scale(deploy, rs, rs["spec"]["replicas"] - cut)
-
-    def _ready(self, rs: dict[str, Any]) -> int:
-        ns = rs["metadata"]["namespace"]
-        return sum(1 for p in self.inf["Pod"].items(ns) if owned_by(p, rs) and alive(p) and pod_ready(p))
-
-    async def _cleanup(self, deploy: dict[str, Any], old: list[dict[str, Any]]) -> None:
-        limit = int(deploy["spec"].get("revisionHistoryLimit", 10))
-        idle = [rs for rs in old if not rs["spec"].get("replicas") and not (rs.get("status") or {}).get("replicas")]
-        idle.sort(
-            key=lambda rs: int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0"))
-        )
-        for rs in idle[: max(len(idle) - limit, 0)]:
-            await self.api.delete("ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"])
-
-    async def _status(
-        self, deploy: dict[str, Any], new_rs: dict[str, Any], old: list[dict[str, Any]], replicas: int
-    ) -> None:
-        ns = deploy["metadata"]["namespace"]
-        all_rs = [new_rs, *old]
-        pods = [p for p in self.inf["Pod"].items(ns) if alive(p) and any(owned_by(p, rs) for rs in all_rs)]
-        ready = sum(1 for p in pods if pod_ready(p))
-        updated = sum(1 for p in pods if owned_by(p, new_rs))
-        updated_ready = sum(1 for p in pods if owned_by(p, new_rs) and pod_ready(p))
-        strategy = deploy["spec"].get("strategy") or {}
-        rolling = strategy.get("rollingUpdate") or {}
-        unavailable_allowed = (
-            0
-            if strategy.get("type") == "Recreate"
-            else resolve_intstr(rolling.get("maxUnavailable", "25%"), replicas, False)
-        )
-        now_sim = self.clock.now()
-        uid = deploy["metadata"]["uid"]
-        marker = (updated, updated_ready, new_rs["metadata"]["name"])
-        since, last_marker = self.progress.get(uid, (now_sim, marker))
-        if last_marker != marker:
-            since = now_sim
-        self.progress[uid] = (since, marker)
-        rs_name = new_rs["metadata"]["name"]
-        complete = updated_ready >= replicas and len(pods) == replicas
-        previous_progress = next(
-            (c for c in (deploy.get("status") or {}).get("conditions") or [] if c.get("type") == "Progressing"), {}
-        )
-        # A rollout that completed is not re-judged against the deadline (scaling later is not progress).
-        settled = previous_progress.get("reason") == "NewReplicaSetAvailable" and updated >= replicas
-        deadline = float(deploy["spec"].get("progressDeadlineSeconds", 600))
-        if complete:
-            progressing = {
-                "type": "Progressing",
-                "status": "True",
-                "reason": "NewReplicaSetAvailable",
-                "message": f'ReplicaSet "{rs_name}" has successfully progressed.',
-            }
-        elif settled:
-            progressing = {k: previous_progress[k] for k in ("type", "status", "reason", "message")}
-        elif deploy["spec"].get("paused"):
-            progressing = {
-                "type": "Progressing",
-                "status": "Unknown",
-                "reason": "DeploymentPaused",
-                "message": "Deployment is paused",
-            }
-        elif now_sim - since > deadline:
-            progressing = {
-                "type": "Progressing",
-                "status": "False",
-                "reason": "ProgressDeadlineExceeded",
-                "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
-            }
-        else:
-            progressing = {
-                "type": "Progressing",
-                "status": "True",
-                "reason": "ReplicaSetUpdated",
-                "message": f'ReplicaSet "{rs_name}" is progressing.',
-            }
-        if ready >= replicas - unavailable_allowed:
-            available = {
-                "type": "Available",
-                "status": "True",
-                "reason": "MinimumReplicasAvailable",
-                "message": "Deployment has minimum availability.",
-            }
-        else:
-            available = {
-                "type": "Available",
-                "status": "False",
-                "reason": "MinimumReplicasUnavailable",
-                "message": "Deployment does not have minimum availability.",
-            }
-        old_conditions = {c["type"]: c for c in (deploy.get("status") or {}).get("conditions") or []}
-        conditions = []
-        for condition in (available, progressing):
-            previous = old_conditions.get(condition["type"])
-            if previous and all(previous.get(k) == condition[k] for k in ("status", "reason", "message")):
-                conditions.append(previous)
-            else:
-                stamp = events._now()
-                same_status = previous and previous.get("status") == condition["status"]
-                transition = previous.get("lastTransitionTime", stamp) if same_status else stamp
-                conditions.append({**condition, "lastUpdateTime": stamp, "lastTransitionTime": transition})
-        status = {  # zero counts are omitted, as the API shows them
-            "observedGeneration": deploy["metadata"].get("generation", 1),
-            "replicas": len(pods) or None,
-            "updatedReplicas": updated or None,
-            "readyReplicas": ready or None,
-            "availableReplicas": ready or None,
-            "unavailableReplicas": max(replicas - ready, 0) or None,
-            "conditions": conditions,
-        }
-        current = {k: (deploy.get("status") or {}).get(k) for k in status}
-        if current != status:
-            await self.api.status("Deployment", ns, deploy["metadata"]["name"], status)
-
-
-class ReplicaSetController(Controller):
-    component = "replicaset-controller"
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.expect: dict[str, tuple[int, float]] = {}  # rs uid -> (pods expected, until sim time)
-
-    async def reconcile(self) -> None:
-        _prune(self.expect, {rs["metadata"]["uid"] for rs in self.inf["ReplicaSet"].items()})
-        await self.each("ReplicaSet", self._sync)
-
-    async def _sync(self, rs: dict[str, Any]) -> None:
-        ns = rs["metadata"]["namespace"]
-        pods = [p for p in self.inf["Pod"].items(ns) if owned_by(p, rs) and alive(p)]
-        uid = rs["metadata"]["uid"]
-        expected, until = self.expect.get(uid, (-1, 0.0))
-        if expected >= 0 and len(pods) != expected and self.clock.now() < until:
-            return  # our last creations/deletions are not in the cache yet
-        want = int(rs["spec"].get("replicas", 0))
-        if len(pods) < want:
-            for _ in range(want - len(pods)):
-                pod = await self._create_pod(rs)
-                await self.events.record(rs, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
-            self.expect[uid] = (want, self.clock.now() + 20)
-        elif len(pods) > want:
-            pods.sort(
-                key=lambda p: (
-                    pod_ready(p),
-                    bool(p["spec"].get("nodeName")),
-                    p["metadata"].get("creationTimestamp", ""),
                 )
-            )
-            for pod in pods[: len(pods) - want]:
-                await self.api.delete("Pod", ns, pod["metadata"]["name"])
-                await self.events.record(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
-            self.expect[uid] = (want, self.clock.now() + 20)
-        ready = sum(1 for p in pods if pod_ready(p))
-        status = {
-            "replicas": len(pods),
-            "fullyLabeledReplicas": len(pods),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "observedGeneration": rs["metadata"].get("generation", 1),
-        }
-        if {k: (rs.get("status") or {}).get(k, 0) for k in status} != status:
-            await self.api.status("ReplicaSet", ns, rs["metadata"]["name"], status)
+            taints = (node.get("spec") or {}).get("taints") or []
+            kept = [t for t in taints if t.get("key") != self.NOT_READY]
+            if kept != taints:
+                await self.api.patch("Node", None, name, {"spec": {"taints": kept or None}})
+            await self.api.status("Node", None, name, self._status(index, name))
+        if not any(sc for sc in self.inf["StorageClass"].items()):
+            try:
+                await self.api.create(
+                    {
+                        "apiVersion": "storage.k8s.io/v1",
+                        "kind": "StorageClass",
+                        "metadata": {
+                            "name": "standard",
+                            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                        },
+                        "provisioner": self.provisioner,
+                        "reclaimPolicy": "Delete",
+                        "volumeBindingMode": "Immediate",
+                    }
+                )
+            except client.ApiError as exc:
+                if exc.status != 409:
+                    raise
+        self.done = True
+        if self.heartbeat:
+            await self._beat()
 
-    async def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any]:
-        template = copy.deepcopy(rs["spec"]["template"])
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "generateName": f"{rs['metadata']['name']}-",
-                "namespace": rs["metadata"]["namespace"],
-                "labels": (template.get("metadata") or {}).get("labels") or {},
-                "annotations": (template.get("metadata") or {}).get("annotations") or {},
-                "ownerReferences": [owner_ref(rs)],
+    def _status(self, index: int, name: str) -> dict[str, Any]:
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "100Gi"}
+        now = _wall()
+        return {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [
+                {"type": "InternalIP", "address": self.internal_ip or f"172.18.0.{index + 1}"},
+                {"type": "Hostname", "address": name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                },
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+                {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure"},
+                {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID"},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.31.0-sim",
+                "kubeProxyVersion": "v1.31.0-sim",
+                "containerRuntimeVersion": "containerd://1.7.18",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "kernelVersion": "6.1.0-sim",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
             },
-            "spec": template.get("spec") or {},
         }
-        return await self.api.create(body)
 
-
-class StatefulSetController(Controller):
-    component = "statefulset-controller"
-
-    async def reconcile(self) -> None:
-        await self.each("StatefulSet", self._sync)
-
-    async def _sync(self, sts: dict[str, Any]) -> None:
-        meta, spec = sts["metadata"], sts["spec"]
-        ns, name = meta["namespace"], meta["name"]
-        revision = f"{name}-{template_hash(spec['template'])}"
-        replicas = int(spec.get("replicas", 1))
-        pods = {p["metadata"]["name"]: p for p in self.inf["Pod"].items(ns) if owned_by(p, sts)}
-        ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
-        strategy = spec.get("updateStrategy") or {}
-        partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
-        # Scale up in ordinal order; with OrderedReady, one at a time and only behind Ready pods.
-        for ordinal in range(replicas):
-            pod = pods.get(f"{name}-{ordinal}")
-            if pod is None:
-                await self._create(sts, ordinal, revision)
-                if ordered:
-                    break
-                continue
-            if ordered and (not alive(pod) or not pod_ready(pod)):
-                break
-        # Scale down from the highest ordinal.
-        for pod_name, pod in sorted(pods.items(), key=lambda item: _ordinal(item[0]), reverse=True):
-            if _ordinal(pod_name) >= replicas and alive(pod):
-                await self.api.delete("Pod", ns, pod_name)
-                break
-        # RollingUpdate: replace outdated pods from the highest ordinal down, only while every other pod is
-        # Running and Ready. A broken current revision therefore blocks the rollout (kubernetes#67250), as for real.
-        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-            current = [p for p in pods.values() if _ordinal(p["metadata"]["name"]) < replicas]
-            for pod in sorted(current, key=lambda p: _ordinal(p["metadata"]["name"]), reverse=True):
-                ordinal = _ordinal(pod["metadata"]["name"])
-                outdated = pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision
-                if ordinal < partition or not outdated or not alive(pod):
+    async def _beat(self) -> None:
+        self.last_beat = self.clock.now()
+        renew = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for name in self.names:
+            try:
+                await self.api.patch("Lease", "kube-node-lease", name, {"spec": {"renewTime": renew}})
+            except client.ApiError as exc:
+                if exc.status != 404:
+                    logger.debug("lease %s: %s", name, exc)
                     continue
-                others = [p for p in current if p is not pod]
-                if all(alive(p) and pod_ready(p) for p in others) and len(current) == replicas:
-                    await self.api.delete("Pod", ns, pod["metadata"]["name"])
-                    await self.events.record(
-                        sts,
-                        "Normal",
-                        "SuccessfulDelete",
-                        f"delete Pod {pod['metadata']['name']} in StatefulSet {name} successful",
+                node = self.inf["Node"].get(None, name)
+                owner = [owner_ref(node) | {"controller": False}] if node is not None else []
+                with contextlib.suppress(client.ApiError):
+                    await self.api.create(
+                        {
+                            "apiVersion": "coordination.k8s.io/v1",
+                            "kind": "Lease",
+                            "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": owner},
+                            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renew},
+                        }
                     )
-                break
-        live = [p for p in pods.values() if alive(p)]
-        ready = sum(1 for p in live if pod_ready(p))
-        updated = sum(1 for p in live if p["metadata"].get("labels", {}).get("controller-revision-hash") == revision)
-        previous_revision = (sts.get("status") or {}).get("currentRevision") or revision
-        status = {
-            "replicas": len(live),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "currentReplicas": updated if updated == len(live) else len(live) - updated,
-            "updatedReplicas": updated,
-            "updateRevision": revision,
-            "currentRevision": revision if updated == len(live) == replicas else previous_revision,
-            "observedGeneration": meta.get("generation", 1),
-        }
-        if {k: (sts.get("status") or {}).get(k, 0) for k in status} != status:
-            await self.api.status("StatefulSet", ns, name, status)
 
-    async def _create(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
-        meta, spec = sts["metadata"], sts["spec"]
-        ns, name = meta["namespace"], meta["name"]
-        template = copy.deepcopy(spec["template"])
-        pod_spec = template.get("spec") or {}
-        volumes = list(pod_spec.get("volumes") or [])
-        for claim in spec.get("volumeClaimTemplates") or []:
-            claim_name = f"{claim['metadata']['name']}-{name}-{ordinal}"
-            if self.inf["PersistentVolumeClaim"].get(ns, claim_name) is None:
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {
-                        "name": claim_name,
-                        "namespace": ns,
-                        "labels": (template.get("metadata") or {}).get("labels") or {},
-                    },
-                    "spec": copy.deepcopy(claim.get("spec") or {}),
-                }
-                try:
-                    await self.api.create(body)
-                except client.ApiError as exc:
-                    if exc.status != 409:
-                        raise
-            volumes.append({"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim_name}})
-        pod_spec["volumes"] = volumes
-        pod_spec.setdefault("hostname", f"{name}-{ordinal}")
-        if spec.get("serviceName"):
-            pod_spec.setdefault("subdomain", spec["serviceName"])
-        labels = {
-            **((template.get("metadata") or {}).get("labels") or {}),
-            "controller-revision-hash": revision,
-            "statefulset.kubernetes.io/pod-name": f"{name}-{ordinal}",
-            "apps.kubernetes.io/pod-index": str(ordinal),
-        }
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{name}-{ordinal}",
-                "namespace": ns,
-                "labels": labels,
-                "ownerReferences": [owner_ref(sts)],
-            },
-            "spec": pod_spec,
-        }
-        try:
-            await self.api.create(body)
-            await self.events.record(
-                sts, "Normal", "SuccessfulCreate", f"create Pod {name}-{ordinal} in StatefulSet {name} successful"
-            )
-        except client.ApiError as exc:
-            if exc.status != 409:
-                raise
+
+def _wall() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EndpointsController(Controller):
@@ -824,9 +413,19 @@ class EndpointsController(Controller):
             await self.api.create(body)
         elif (current.get("subsets") or []) != clean:
             await self.api.patch("Endpoints", ns, name, {"subsets": clean or None})
-        await self._slice(service, clean)
+        terminating = [
+            p
+            for p in self.inf["Pod"].items(ns)
+            if not alive(p)
+            and selector_matches(selector, p["metadata"].get("labels"))
+            and (p.get("status") or {}).get("podIP")
+        ]
+        await self._slice(service, clean, terminating)
 
-    async def _slice(self, service: dict[str, Any], subsets: list[dict[str, Any]]) -> None:
+    async def _slice(
+        self, service: dict[str, Any], subsets: list[dict[str, Any]], terminating: list[dict[str, Any]]
+    ) -> None:
+        """The EndpointSlice: ready and not-ready endpoints, and Terminating pods (ready false, terminating true)."""
         ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
         endpoints = []
         ports: list[dict[str, Any]] = []
@@ -837,11 +436,25 @@ class EndpointsController(Controller):
                     endpoints.append(
                         {
                             "addresses": [address["ip"]],
-                            "conditions": {"ready": ready},
+                            "conditions": {"ready": ready, "serving": ready, "terminating": False},
                             "nodeName": address.get("nodeName"),
                             "targetRef": address["targetRef"],
                         }
                     )
+        for pod in sorted(terminating, key=lambda p: p["metadata"]["name"]) if ports else []:
+            endpoints.append(
+                {
+                    "addresses": [pod["status"]["podIP"]],
+                    "conditions": {"ready": False, "serving": pod_ready(pod), "terminating": True},
+                    "nodeName": pod["spec"].get("nodeName"),
+                    "targetRef": {
+                        "kind": "Pod",
+                        "namespace": pod["metadata"]["namespace"],
+                        "name": pod["metadata"]["name"],
+                        "uid": pod["metadata"]["uid"],
+                    },
+                }
+            )
         slice_name = f"{name}-sim"
         body = {
             "apiVersion": "discovery.k8s.io/v1",
@@ -871,17 +484,35 @@ class EndpointsController(Controller):
 
 
 class PersistentVolumeController(Controller):
-    """Binds claims whose StorageClass exists (dynamic provisioning), else reports why not."""
+    """Dynamic provisioning for claims whose StorageClass exists, else reports why not.
+
+    With ``bind`` (the emulator, which has no PV binder) it also binds claim and volume.
+    Without it (a real API server, where kube-controller-manager's PV binder binds) it is an
+    external provisioner: it provisions only claims the binder has handed to one of
+    ``provisioners`` (annotation ``volume.kubernetes.io/storage-provisioner``) and only
+    CREATEs the PV with a ``claimRef``; the binder then binds both and reports failures.
+    """
 
     component = "persistentvolume-controller"
+    PROVISIONER_ANNOTATIONS = (
+        "volume.kubernetes.io/storage-provisioner",
+        "volume.beta.kubernetes.io/storage-provisioner",
+    )
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(
+        self, *args: Any, bind: bool = True, provisioners: tuple[str, ...] = ("rancher.io/local-path",)
+    ) -> None:
         super().__init__(*args)
+        self.bind = bind
+        self.provisioners = provisioners
         self.reported: dict[str, float] = {}
+        self.provisioned: set[str] = set()
 
     async def reconcile(self) -> None:
         classes = {sc["metadata"]["name"]: sc for sc in self.inf["StorageClass"].items()}
-        _prune(self.reported, {c["metadata"]["uid"] for c in self.inf["PersistentVolumeClaim"].items()})
+        uids = {c["metadata"]["uid"] for c in self.inf["PersistentVolumeClaim"].items()}
+        _prune(self.reported, uids)
+        self.provisioned &= uids
         default = next(
             (
                 name
@@ -895,9 +526,63 @@ class PersistentVolumeController(Controller):
             if not alive(pvc) or (pvc.get("status") or {}).get("phase") == "Bound":
                 continue
             try:
-                await self._sync(pvc, classes, default)
+                if self.bind:
+                    await self._sync(pvc, classes, default)
+                else:
+                    await self._provision(pvc, classes)
             except client.ApiError as exc:
                 logger.debug("pvc %s: %s", pvc["metadata"]["name"], exc)
+
+    async def _provision(self, pvc: dict[str, Any], classes: dict[str, Any]) -> None:
+        """The external-provisioner half: a PV pre-bound to the claim, once the binder asked for one."""
+        annotations = pvc["metadata"].get("annotations") or {}
+        asked = next((annotations[a] for a in self.PROVISIONER_ANNOTATIONS if a in annotations), None)
+        class_name = pvc["spec"].get("storageClassName")
+        uid = pvc["metadata"]["uid"]
+        if asked not in self.provisioners or class_name not in classes or pvc["spec"].get("volumeName"):
+            return
+        if uid in self.provisioned or self.inf["PersistentVolume"].get(None, f"pvc-{uid}") is not None:
+            return
+        await self._create_volume(pvc, classes[class_name], class_name)
+        self.provisioned.add(uid)
+
+    async def _create_volume(self, pvc: dict[str, Any], storage_class: dict[str, Any], class_name: str) -> str:
+        ns, name, uid = pvc["metadata"]["namespace"], pvc["metadata"]["name"], pvc["metadata"]["uid"]
+        storage = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume = f"pvc-{uid}"
+        try:
+            await self.api.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {
+                        "name": volume,
+                        "annotations": {"pv.kubernetes.io/provisioned-by": storage_class.get("provisioner", "")},
+                    },
+                    "spec": {
+                        "capacity": {"storage": storage},
+                        "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": storage_class.get("reclaimPolicy") or "Delete",
+                        "storageClassName": class_name,
+                        "volumeMode": pvc["spec"].get("volumeMode") or "Filesystem",
+                        "hostPath": {"path": f"/var/local-path/{volume}"},
+                        "claimRef": {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "namespace": ns,
+                            "name": name,
+                            "uid": uid,
+                            "resourceVersion": pvc["metadata"].get("resourceVersion"),
+                        },
+                    },
+                }
+            )
+        except client.ApiError as exc:
+            if exc.status != 409:
+                raise
+            return volume
+        await self.events.record(pvc, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {volume}")
+        return volume
 
     async def _sync(self, pvc: dict[str, Any], classes: dict[str, Any], default: str | None) -> None:
         ns, name = pvc["metadata"]["namespace"], pvc["metadata"]["name"]
@@ -921,33 +606,7 @@ class PersistentVolumeController(Controller):
         storage = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         volume = f"pvc-{uid}"
         if self.inf["PersistentVolume"].get(None, volume) is None:
-            try:
-                await self.api.create(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "PersistentVolume",
-                        "metadata": {
-                            "name": volume,
-                            "annotations": {
-                                "pv.kubernetes.io/provisioned-by": classes[class_name].get("provisioner", "")
-                            },
-                        },
-                        "spec": {
-                            "capacity": {"storage": storage},
-                            "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
-                            "persistentVolumeReclaimPolicy": "Delete",
-                            "storageClassName": class_name,
-                            "hostPath": {"path": f"/var/local-path/{volume}"},
-                            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid},
-                        },
-                    }
-                )
-            except client.ApiError as exc:
-                if exc.status != 409:
-                    raise
-            await self.events.record(
-                pvc, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {volume}"
-            )
+            await self._create_volume(pvc, classes[class_name], class_name)
         await self.api.patch(
             "PersistentVolumeClaim",
             ns,
@@ -1008,7 +667,8 @@ class Scheduler(Controller):
         pending = []
         for pod in self.inf["Pod"].items():
             node = pod["spec"].get("nodeName")
-            if node in used and alive(pod) and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            # A Terminating pod still holds its node's resources until it is gone, as for the real scheduler.
+            if node in used and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
                 for resource, amount in pod_requests(pod).items():
                     used[node][resource] += amount
                 counts[node] += 1

@@ -8,10 +8,17 @@ lines; an exit with its real error when a required env var is missing; OOMKilled
 when it uses more memory than its limit; shell scripts for busybox/alpine),
 runs the probes against the ports and HTTP paths the program really serves
 (Unhealthy events, liveness restarts), and restarts exited containers with
-CrashLoopBackOff back-off. It writes pod status (phase, conditions, container
-states, restart counts, last termination), Events with the kubelet's reasons
-and messages, and the containers' logs. An ordinary API client; run by
-``aegis.sim.cluster``.
+CrashLoopBackOff back-off. Init containers run first, in order, with the same
+rules (``Init:Error``, ``Init:CrashLoopBackOff``, app containers waiting in
+``PodInitializing``). A pod being deleted (``deletionTimestamp``) is stopped as a
+kubelet stops it: each program gets SIGTERM and stops after its shutdown time
+(a shell script as PID 1 ignores SIGTERM and takes the whole grace period), then
+the pod is deleted with grace period 0. It writes pod status (phase, conditions,
+container states, restart counts, last termination), Events with the kubelet's
+reasons and messages, and the containers' logs into a ``LogStore`` (served by
+``aegis.sim.nodes``' kubelet API and, in the emulator, PUT to ``/sim/v1/logs``).
+An ordinary API client; run by ``aegis.sim.cluster`` (emulator) and
+``aegis.sim.nodes`` (any API server).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 import math
 import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from aegis import quantity
@@ -34,6 +42,8 @@ BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 PULL_SECONDS_PER_MB = 0.02
 SHOW_TERMINATED = 1.0  # how long an exited container shows "terminated" before CrashLoopBackOff
 FOREVER = math.inf
+SHUTDOWN_SECONDS = 0.8  # how long a program that handles SIGTERM takes to stop (cluster seconds)
+DEFAULT_GRACE = 30.0
 
 
 def _wall() -> str:
@@ -58,6 +68,7 @@ class Run:
     ready_at: float
     image: catalog.Image | None
     container_id: str
+    ignores_sigterm: bool = False  # a shell script as PID 1
 
 
 @dataclasses.dataclass
@@ -75,12 +86,20 @@ class ContainerRuntime:
     exited_at: float | None = None
     last_terminated: dict[str, Any] | None = None
     previous_logs: list[str] | None = None
+    older_logs: list[str] | None = None  # the instance before ``previous_logs`` (``--previous`` while exited)
+    older_terminated: dict[str, Any] | None = None
+    older_started: str = ""
     ready: bool = False
     started_probe_ok: bool = False
     probe_fail: dict[str, int] = dataclasses.field(default_factory=dict)
     probe_ok: dict[str, int] = dataclasses.field(default_factory=dict)
     probe_last: dict[str, float] = dataclasses.field(default_factory=dict)
     config_reported: str = ""
+    init: bool = False
+    done: bool = False  # an init container that completed
+    stop_at: float | None = None  # when a stopping container's program is gone
+    current_started: str = ""
+    previous_started: str = ""
 
 
 @dataclasses.dataclass
@@ -89,9 +108,39 @@ class PodRuntime:
     ip: str
     host_ip: str
     start_wall: str
+    namespace: str = ""
+    name: str = ""
     containers: dict[str, ContainerRuntime] = dataclasses.field(default_factory=dict)
     mount_reported_at: float = -1e9
     posted_logs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    finished: bool = False  # deleted with grace period 0; waiting for it to leave the cache
+
+
+@dataclasses.dataclass
+class ContainerLog:
+    """The log of one container: its current instance and the one before (``--previous``)."""
+
+    current: list[str] | None = None
+    previous: list[str] | None = None
+    current_started: str = ""
+    previous_started: str = ""
+
+
+class LogStore:
+    """Container logs by (namespace, pod, container), written by the kubelet, read by the kubelet API."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str, str], ContainerLog] = {}
+
+    def put(self, namespace: str, pod: str, container: str, log: ContainerLog) -> None:
+        self.entries[(namespace, pod, container)] = log
+
+    def get(self, namespace: str, pod: str, container: str) -> ContainerLog | None:
+        return self.entries.get((namespace, pod, container))
+
+    def forget(self, namespace: str, pod: str) -> None:
+        for key in [k for k in self.entries if k[:2] == (namespace, pod)]:
+            del self.entries[key]
 
 
 class Kubelet:
@@ -105,11 +154,19 @@ class Kubelet:
         informers: controllers.Informers,
         sim_clock: clock.SimClock,
         images: catalog.Catalog,
+        *,
+        logs: LogStore | None = None,
+        push_logs: bool = True,
+        owns_node: Callable[[str], bool] | None = None,
     ) -> None:
+        """``push_logs``: PUT logs to the emulator's ``/sim/v1/logs``; ``owns_node``: which nodes are ours (all)."""
         self.api = api
         self.inf = informers
         self.clock = sim_clock
         self.catalog = images
+        self.logs = logs if logs is not None else LogStore()
+        self.push_logs = push_logs
+        self.owns_node = owns_node
         self.pods: dict[str, PodRuntime] = {}
         self.node_images: dict[str, set[str]] = {}
         self._ips: dict[str, int] = {}
@@ -124,16 +181,21 @@ class Kubelet:
         seen = set()
         for pod in self.inf["Pod"].items():
             node = pod["spec"].get("nodeName")
-            if not node or not controllers.alive(pod):
+            if not node or (self.owns_node is not None and not self.owns_node(node)):
                 continue
             seen.add(pod["metadata"]["uid"])
             try:
-                await self._sync(pod, node)
+                if controllers.alive(pod):
+                    await self._sync(pod, node)
+                else:
+                    await self._terminate(pod, node)
             except client.ApiError as exc:
                 logger.debug("kubelet %s: %s", pod["metadata"]["name"], exc)
         for uid in list(self.pods):
             if uid not in seen:
-                del self.pods[uid]
+                gone = self.pods.pop(uid)
+                if not any(p.namespace == gone.namespace and p.name == gone.name for p in self.pods.values()):
+                    self.logs.forget(gone.namespace, gone.name)
 
     # --- pod ---------------------------------------------------------------------------------------
 
@@ -142,32 +204,106 @@ class Kubelet:
         if uid not in self.pods:
             index = int(node.rsplit("-", 1)[-1]) if node.rsplit("-", 1)[-1].isdigit() else 9
             self._ips[node] = self._ips.get(node, 1) + 1
+            addresses = ((self.inf["Node"].get(None, node) or {}).get("status") or {}).get("addresses") or []
+            host_ip = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), f"172.18.0.{index + 1}")
             self.pods[uid] = PodRuntime(
                 uid=uid,
                 ip=f"10.244.{index}.{self._ips[node] % 250 + 2}",
-                host_ip=f"172.18.0.{index + 1}",
+                host_ip=host_ip,
                 start_wall=_wall(),
+                namespace=pod["metadata"]["namespace"],
+                name=pod["metadata"]["name"],
             )
         return self.pods[uid]
+
+    def _container(
+        self, pod: dict[str, Any], runtime: PodRuntime, container: dict[str, Any], init: bool
+    ) -> ContainerRuntime:
+        rt = runtime.containers.get(container["name"])
+        if rt is None or rt.image != container.get("image"):
+            rt = runtime.containers[container["name"]] = ContainerRuntime(image=container.get("image", ""), init=init)
+            if pod["spec"].get("initContainers"):
+                rt.waiting = ("PodInitializing", "")
+        return rt
 
     async def _sync(self, pod: dict[str, Any], node: str) -> None:
         runtime = self._runtime(pod, node)
         now = self.clock.now()
         recorder = self._events(node)
         missing_volume = self._missing_volume(pod)
+        # Init containers, one at a time, in order; the app containers wait until all have completed.
+        initialized = True
+        init_statuses = []
+        for container in pod["spec"].get("initContainers") or []:
+            rt = self._container(pod, runtime, container, init=True)
+            if initialized and not rt.done and missing_volume is None:
+                await self._step(pod, node, container, rt, runtime, now, recorder)
+                if rt.run is None and rt.last_terminated is not None and rt.last_terminated.get("exitCode") == 0:
+                    rt.done, rt.ready = True, True
+            init_statuses.append(self._container_status(pod, container, rt))
+            initialized = initialized and rt.done
         statuses = []
         for container in pod["spec"].get("containers") or []:
-            rt = runtime.containers.get(container["name"])
-            if rt is None or rt.image != container.get("image"):
-                rt = runtime.containers[container["name"]] = ContainerRuntime(image=container.get("image", ""))
-            if missing_volume is None:
+            rt = self._container(pod, runtime, container, init=False)
+            if missing_volume is None and initialized:
                 await self._step(pod, node, container, rt, runtime, now, recorder)
             statuses.append(self._container_status(pod, container, rt))
         if missing_volume is not None and now - runtime.mount_reported_at >= 10:
             runtime.mount_reported_at = now
             await recorder.record(pod, "Warning", "FailedMount", missing_volume)
-        await self._write_status(pod, runtime, statuses, sandbox=missing_volume is None)
+        await self._write_status(pod, runtime, statuses, sandbox=missing_volume is None, init_statuses=init_statuses)
         await self._write_logs(pod, runtime)
+
+    async def _terminate(self, pod: dict[str, Any], node: str) -> None:
+        """Graceful deletion: stop every running container, keep reporting status, then delete with grace 0."""
+        runtime = self._runtime(pod, node)
+        if runtime.finished:
+            return
+        now = self.clock.now()
+        recorder = self._events(node)
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        grace = float(grace if grace is not None else pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE))
+        every = list(pod["spec"].get("initContainers") or []) + list(pod["spec"].get("containers") or [])
+        specs = {c["name"]: c for c in every}
+        running = False
+        for name, rt in runtime.containers.items():
+            rt.ready = False
+            run = rt.run
+            if run is None:
+                continue
+            if rt.stop_at is None:
+                shutdown = grace if run.ignores_sigterm else min(grace, SHUTDOWN_SECONDS)
+                rt.stop_at = min(now + shutdown, run.exit_at)
+                await recorder.record(pod, "Normal", "Killing", f"Stopping container {name}")
+            if now >= rt.stop_at:
+                if now >= run.exit_at:  # the program ended by itself first
+                    code, reason = run.exit_code, run.reason
+                elif run.ignores_sigterm:
+                    code, reason = 137, "Error"  # SIGKILL at the end of the grace period
+                else:
+                    code, reason = 0, "Completed"
+                if name in specs:
+                    await self._exited(pod, specs[name], rt, now, recorder, reason=reason, code=code)
+                else:
+                    rt.run = None
+            else:
+                running = True
+        if running:
+            statuses, init_statuses = [], []
+            for container in pod["spec"].get("initContainers") or []:
+                if container["name"] in runtime.containers:
+                    init_statuses.append(self._container_status(pod, container, runtime.containers[container["name"]]))
+            for container in pod["spec"].get("containers") or []:
+                rt = self._container(pod, runtime, container, init=False)
+                statuses.append(self._container_status(pod, container, rt))
+            await self._write_status(pod, runtime, statuses, init_statuses=init_statuses or None)
+            await self._write_logs(pod, runtime)
+            return
+        await self._write_logs(pod, runtime)
+        runtime.finished = True
+        await self.api.delete(
+            "Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], grace_period=0, uid=pod["metadata"]["uid"]
+        )
 
     def _missing_volume(self, pod: dict[str, Any]) -> str | None:
         ns = pod["metadata"]["namespace"]
@@ -393,7 +529,9 @@ class Kubelet:
             ready_at=now + (entry.startup if entry else 0),
             image=entry,
             container_id=f"containerd://{pod['metadata']['uid'].replace('-', '')}{rt.restarts:04d}",
+            ignores_sigterm=bool(entry is not None and entry.shell),
         )
+        rt.stop_at = None
         rt.exited_at = None
         rt.waiting = ("", "")
         rt.ready = False
@@ -425,6 +563,8 @@ class Kubelet:
 
     def _restarts(self, pod: dict[str, Any], rt: ContainerRuntime) -> bool:
         policy = pod["spec"].get("restartPolicy", "Always")
+        if rt.init:  # a failed init container is retried unless the pod never restarts
+            return policy != "Never" and bool(rt.last_terminated and rt.last_terminated.get("exitCode"))
         if policy == "Always":
             return True
         if policy == "OnFailure":
@@ -444,6 +584,7 @@ class Kubelet:
     ) -> None:
         run = rt.run
         assert run is not None
+        previous = rt.last_terminated
         rt.last_terminated = {
             "exitCode": run.exit_code if code is None else code,
             "reason": reason or run.reason,
@@ -451,7 +592,9 @@ class Kubelet:
             "finishedAt": _wall(),
             "containerID": run.container_id,
         }
+        rt.older_logs, rt.older_started, rt.older_terminated = rt.previous_logs, rt.previous_started, previous
         rt.previous_logs = list(run.logs)
+        rt.previous_started = run.started_wall
         rt.run = None
         rt.ready = False
         rt.exited_at = now
@@ -559,7 +702,7 @@ class Kubelet:
             "name": container["name"],
             "image": container.get("image", ""),
             "imageID": "",
-            "ready": rt.ready,
+            "ready": rt.done if rt.init else rt.ready,
             "started": rt.run is not None,
             "restartCount": rt.restarts,
             "lastState": {"terminated": rt.last_terminated} if rt.last_terminated and (rt.run or rt.waiting[0]) else {},
@@ -573,24 +716,39 @@ class Kubelet:
         elif rt.exited_at is not None and not rt.waiting[0] and rt.last_terminated:
             status["state"] = {"terminated": rt.last_terminated}
             status["containerID"] = rt.last_terminated.get("containerID")
-            if rt.restarts:
-                status["lastState"] = {}
+            # Exited, not restarted yet: the instance before is the last state (``--previous`` shows it).
+            status["lastState"] = {"terminated": rt.older_terminated} if rt.older_terminated else {}
         else:
-            waiting = {"reason": rt.waiting[0] or "ContainerCreating"}
+            reason = rt.waiting[0] or "ContainerCreating"
+            if reason == "ContainerCreating" and pod["spec"].get("initContainers"):
+                reason = "PodInitializing"  # the kubelet's default waiting reason in a pod with init containers
+            waiting = {"reason": reason}
             if rt.waiting[1]:
                 waiting["message"] = rt.waiting[1]
             status["state"] = {"waiting": waiting}
         return status
 
     async def _write_status(
-        self, pod: dict[str, Any], runtime: PodRuntime, statuses: list[dict[str, Any]], sandbox: bool = True
+        self,
+        pod: dict[str, Any],
+        runtime: PodRuntime,
+        statuses: list[dict[str, Any]],
+        sandbox: bool = True,
+        init_statuses: list[dict[str, Any]] | None = None,
     ) -> None:
         """Write the pod's status; without a sandbox (volumes cannot mount) the pod has no IP yet."""
         old = pod.get("status") or {}
-        all_ready = bool(statuses) and all(s["ready"] for s in statuses)
+        init_statuses = init_statuses or []
+        initialized = all(s["ready"] for s in init_statuses)
+        all_ready = bool(statuses) and all(s["ready"] for s in statuses) and initialized
         ever_started = any(s.get("started") or s["lastState"] or "terminated" in s["state"] for s in statuses)
         phase = "Running" if ever_started else "Pending"
-        if pod["spec"].get("restartPolicy") in ("Never", "OnFailure") and all(
+        init_failed = pod["spec"].get("restartPolicy") == "Never" and any(
+            (s["state"].get("terminated") or {}).get("exitCode") for s in init_statuses
+        )
+        if init_failed:
+            phase = "Failed"
+        elif pod["spec"].get("restartPolicy") in ("Never", "OnFailure") and all(
             "terminated" in s["state"] for s in statuses
         ):
             codes = [s["state"]["terminated"].get("exitCode", 0) for s in statuses]
@@ -612,7 +770,7 @@ class Kubelet:
         not_ready = [s["name"] for s in statuses if not s["ready"]]
         conditions = [
             condition("PodReadyToStartContainers", sandbox),
-            condition("Initialized", True),
+            condition("Initialized", initialized, "ContainersNotInitialized"),
             condition("Ready", all_ready, "ContainersNotReady"),
             condition("ContainersReady", all_ready, "ContainersNotReady"),
             previous.get("PodScheduled") or {"type": "PodScheduled", "status": "True"},
@@ -620,6 +778,9 @@ class Kubelet:
         for item in conditions:
             if item["type"] in ("Ready", "ContainersReady") and item["status"] == "False":
                 item["message"] = f"containers with unready status: [{' '.join(not_ready)}]"
+            if item["type"] == "Initialized" and item["status"] == "False":
+                pending = [s["name"] for s in init_statuses if not s["ready"]]
+                item["message"] = f"containers with incomplete status: [{' '.join(pending)}]"
         status = {
             "phase": phase,
             "conditions": conditions,
@@ -630,19 +791,8 @@ class Kubelet:
             "qosClass": _qos(pod),
             "containerStatuses": statuses,
         }
-        if pod["spec"].get("initContainers"):
-            status["initContainerStatuses"] = [
-                {
-                    "name": c["name"],
-                    "image": c.get("image", ""),
-                    "imageID": "",
-                    "ready": True,
-                    "restartCount": 0,
-                    "started": False,
-                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-                }
-                for c in pod["spec"]["initContainers"]
-            ]
+        if init_statuses:
+            status["initContainerStatuses"] = init_statuses
         if any(old.get(key) != value for key, value in status.items()):
             await self.api.status("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], status)
 
@@ -653,11 +803,27 @@ class Kubelet:
                 logs["current"] = list(rt.run.logs)
             elif rt.previous_logs is not None:  # exited or in back-off: `kubectl logs` shows the last instance
                 logs["current"] = list(rt.previous_logs)
-            if rt.previous_logs is not None and (rt.run is not None or rt.waiting[0]):
+            exited = rt.run is None and not rt.waiting[0]
+            if rt.previous_logs is not None and not exited:
                 logs["previous"] = list(rt.previous_logs)
+            elif exited and rt.older_logs is not None:
+                logs["previous"] = list(rt.older_logs)
             if runtime.posted_logs.get(name) != logs:
                 runtime.posted_logs[name] = logs
-                await self.api.put_logs(pod["metadata"]["namespace"], pod["metadata"]["name"], name, logs)
+                ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+                self.logs.put(
+                    ns,
+                    pod_name,
+                    name,
+                    ContainerLog(
+                        current=logs.get("current"),
+                        previous=logs.get("previous"),
+                        current_started=rt.run.started_wall if rt.run is not None else rt.previous_started,
+                        previous_started=rt.older_started if exited else rt.previous_started,
+                    ),
+                )
+                if self.push_logs:
+                    await self.api.put_logs(ns, pod_name, name, logs)
 
 
 def _qos(pod: dict[str, Any]) -> str:

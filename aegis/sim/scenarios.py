@@ -3,7 +3,7 @@
 A scenario is ``manifests.yaml`` (+ optional ``change.yaml`` applied once the
 manifests are healthy, optional ``images.yaml`` for the emulator) and
 ``expected.yaml`` (target, category, acceptable actions, heal or escalate).
-Used by ``aegis.sim.demo`` and the e2e tests.
+Used by ``aegis.demo`` and the e2e tests.
 """
 
 from __future__ import annotations

@@ -37,9 +37,10 @@ def recovered(evidence: models.Evidence) -> bool:
         return False
     if evidence.service is not None:
         return evidence.service.ready_endpoints > 0 and evidence.service.not_ready_endpoints == 0
-    if not evidence.pods:
+    pods = [pod for pod in evidence.pods if not pod.terminating]  # going away: never judged
+    if not pods:
         return False
-    for pod in evidence.pods:
+    for pod in pods:
         if pod.phase != "Running" or pod.scheduled_reason:
             return False
         if any(not c.ready or c.state != "running" for c in pod.containers if not c.init):
@@ -50,7 +51,10 @@ def recovered(evidence: models.Evidence) -> bool:
 
 
 def settling(evidence: models.Evidence) -> bool:
-    """Whether the target is visibly mid-change: pods starting without an error, or a rollout in progress."""
+    """Whether the target is visibly mid-change: pods starting without an error or being deleted, or a rollout
+    in progress."""
+    if any(pod.terminating for pod in evidence.pods):
+        return True
     for pod in evidence.pods:
         for container in pod.containers:
             if container.state == "waiting" and container.reason in ("ContainerCreating", "PodInitializing", ""):

@@ -198,7 +198,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     status: dict[str, Any] = {"decision": decision.dump()}
     update: dict[str, Any] = {"decision": decision.dump(), "reverify": False}
     if not approved:
-        status["phase"] = "Rejected"
-        update |= {"phase": "Rejected", "reason": f"the fix was rejected by {who}"}
+        # Phase and reason in one write: a reader that sees "Rejected" also sees why.
+        status |= {"phase": "Rejected", "reason": f"the fix was rejected by {who}"}
+        update |= {"phase": "Rejected", "reason": status["reason"]}
     line = await recording.record(deps, current, "gate", message, **status)
     return {**update, "timeline": [line]}

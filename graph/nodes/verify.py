@@ -34,6 +34,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
                     (live_target.get("spec") or {}).get("selector") or {},
                 )
                 copies.update(await targets.backends(deps, incident.namespace, selector))
+            copies.update(await targets.quotas(deps, incident.namespace, evidence))
             verification = await deps.verifier.verify(
                 incident, plan, results, copies, len(current.get("attempts", [])) + 1, deps.clock()
             )

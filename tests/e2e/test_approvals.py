@@ -37,7 +37,7 @@ SCENARIO = scenarios.load(ROOT / "examples/incidents/bad-image-tag")
 NAME = "deployment-web"  # the Incident of Deployment web
 BAD, FIXED = "nginx:1.277", "nginx:1.27"
 SPEED = 10
-# The demo's speed-scaled windows (aegis/sim/demo.py), as the operator reads them from its environment.
+# The demo's speed-scaled windows (aegis/demo.py), as the operator reads them from its environment.
 FAST = {
     "AEGIS_MODE": "propose",
     "AEGIS_LLM_MODE": "off",

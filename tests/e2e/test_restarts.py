@@ -1,8 +1,13 @@
 """The operator is killed mid-incident — while waiting for approval, and between dry-run and apply — and a
-new one finishes the job: every plan applied exactly once, no shadow namespace left behind."""
+new one finishes the job: every plan applied exactly once, no shadow namespace left behind.
+
+Each test runs twice: on the emulated cluster, and on the real control plane (with the emulated node side
+attached, and a fault-injecting proxy in front of the real API server where a test needs to stop a request)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,7 +19,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from aegis.sim import apiserver, cluster
+from aegis.sim import apiserver, cluster, proxy
 from tests.integration.conftest import Kube, Operator, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,17 +35,51 @@ FAST = {
 }
 
 
-@pytest.fixture()
-def lab(tmp_path: pathlib.Path) -> Iterator[tuple[cluster.SimCluster, Kube]]:
-    with cluster.SimCluster(tmp_path / "kubeconfig", cluster.ClusterOptions(speed=10)) as sim:
-        api = kubernetes.config.new_client_from_config(config_file=str(sim.kubeconfig))
-        yield sim, Kube(api)
-        api.close()
+@dataclasses.dataclass
+class Lab:
+    """A cluster for one test: the kubeconfig the operator and kubectl use, a client, and the request faults."""
+
+    kubeconfig: pathlib.Path
+    kube: Kube
+    faults: list[Any]
 
 
-def kubectl(sim: cluster.SimCluster, *args: str) -> str:
+@pytest.fixture(params=["emulated", pytest.param("real", marks=pytest.mark.real)])
+def lab(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Lab]:
+    if request.param == "emulated":
+        with cluster.SimCluster(tmp_path / "kubeconfig", cluster.ClusterOptions(speed=10)) as sim:
+            api = kubernetes.config.new_client_from_config(config_file=str(sim.kubeconfig))
+            assert sim.running is not None
+            yield Lab(sim.kubeconfig, Kube(api), sim.running.api.faults)
+            api.close()
+        return
+    plane = request.getfixturevalue("real_control_plane")
+    request.getfixturevalue("real_node_side")
+    with proxy.FaultProxy(plane.kubeconfig) as front:
+        api = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
+        try:
+            yield Lab(front.kubeconfig(tmp_path / "kubeconfig"), Kube(api), front.faults)
+        finally:
+            remove_namespaces(Kube(api), [NS, *shadows(Kube(api))])
+            api.close()
+
+
+def remove_namespaces(kube: Kube, names: list[str]) -> None:
+    """On the shared real control plane a test leaves nothing behind for the next one."""
+    for name in names:
+        with contextlib.suppress(kubernetes.client.ApiException):
+            kube.core.delete_namespace(name)
+
+    def gone() -> bool:
+        left = {n.metadata.name for n in kube.core.list_namespace().items}
+        return not left & set(names)
+
+    wait_for(gone, 120, what=f"namespaces {names} to be removed")
+
+
+def kubectl(lab: Lab, *args: str) -> str:
     out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(sim.kubeconfig), *args], capture_output=True, text=True, timeout=60
+        ["kubectl", "--kubeconfig", str(lab.kubeconfig), *args], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -60,16 +99,16 @@ def _no_orphans() -> Iterator[None]:
             op.process.wait(timeout=10)
 
 
-def operator(sim: cluster.SimCluster, tmp_path: pathlib.Path, mode: str = "propose") -> Operator:
-    op = Operator(sim.kubeconfig, tmp_path, env={**FAST, "AEGIS_MODE": mode})
+def operator(lab: Lab, tmp_path: pathlib.Path, mode: str = "propose") -> Operator:
+    op = Operator(lab.kubeconfig, tmp_path, env={**FAST, "AEGIS_MODE": mode})
     _STARTED.append(op)
     return op.start()
 
 
-def break_storefront(sim: cluster.SimCluster) -> None:
-    kubectl(sim, "apply", "-f", str(SCENARIO / "manifests.yaml"))
-    kubectl(sim, "rollout", "status", "deployment/web", "-n", NS, "--timeout=60s")
-    kubectl(sim, "apply", "-f", str(SCENARIO / "change.yaml"))
+def break_storefront(lab: Lab) -> None:
+    kubectl(lab, "apply", "-f", str(SCENARIO / "manifests.yaml"))
+    kubectl(lab, "rollout", "status", "deployment/web", "-n", NS, "--timeout=60s")
+    kubectl(lab, "apply", "-f", str(SCENARIO / "change.yaml"))
 
 
 def incident(kube: Kube) -> dict[str, Any]:
@@ -98,20 +137,20 @@ def wait_phase(kube: Kube, op: Operator, wanted: str, timeout: float) -> None:
         raise AssertionError(f"{exc}\nstatus: {status}\noperator log:\n{op.log()[-3000:]}") from None
 
 
-def test_killed_while_waiting_for_approval(lab: tuple[cluster.SimCluster, Kube], tmp_path: pathlib.Path) -> None:
-    sim, kube = lab
-    first = operator(sim, tmp_path)
-    break_storefront(sim)
+def test_killed_while_waiting_for_approval(lab: Lab, tmp_path: pathlib.Path) -> None:
+    kube = lab.kube
+    first = operator(lab, tmp_path)
+    break_storefront(lab)
     wait_phase(kube, first, "AwaitingApproval", 90)
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
     assert image(kube) == "nginx:1.277"
     wait_for(lambda: shadows(kube) == [], 30, what="the shadow namespaces to finish terminating")
 
-    second = operator(sim, tmp_path)
+    second = operator(lab, tmp_path)
     try:
         kubectl(
-            sim,
+            lab,
             "patch",
             "incident",
             "deployment-web",
@@ -132,8 +171,8 @@ def test_killed_while_waiting_for_approval(lab: tuple[cluster.SimCluster, Kube],
     assert shadows(kube) == []
 
 
-def test_killed_between_dry_run_and_apply(lab: tuple[cluster.SimCluster, Kube], tmp_path: pathlib.Path) -> None:
-    sim, kube = lab
+def test_killed_between_dry_run_and_apply(lab: Lab, tmp_path: pathlib.Path) -> None:
+    kube = lab.kube
     applies: list[str] = []
     first: list[Operator] = []
 
@@ -154,15 +193,14 @@ def test_killed_between_dry_run_and_apply(lab: tuple[cluster.SimCluster, Kube], 
         applies.append("applied")
         return None
 
-    assert sim.running is not None
-    sim.running.api.faults.append(crash_on_first_apply)
-    first.append(operator(sim, tmp_path, mode="auto"))
-    break_storefront(sim)
+    lab.faults.append(crash_on_first_apply)
+    first.append(operator(lab, tmp_path, mode="auto"))
+    break_storefront(lab)
     wait_for(lambda: applies, 120, what="the first apply attempt")
     first[0].process.wait(timeout=10)
     assert phase(kube) == "Applying" and image(kube) == "nginx:1.277"
 
-    second = operator(sim, tmp_path, mode="auto")
+    second = operator(lab, tmp_path, mode="auto")
     try:
         wait_for(lambda: phase(kube) == "Resolved", 120, what="the resumed apply to resolve the incident")
     finally:

@@ -84,3 +84,14 @@ def test_foreign_or_cross_namespace_incidents_are_refused() -> None:
         )
     )
     assert "not watched" in (engine.refuse(system, settings) or "")
+
+
+def test_a_service_finding_holds_until_every_endpoint_is_ready() -> None:
+    """K8sGPT saw the Service while its pods were starting; by intake they are ready: no incident for that."""
+    address = {"ip": "10.244.1.5", "targetRef": {"kind": "Pod", "name": "web-6d4cf56db6-abcde"}}
+    assert engine.all_endpoints_ready({"subsets": [{"addresses": [address]}]}) is True
+    # Still failing: nothing selected, a port that matches nothing, or a backend not ready.
+    assert engine.all_endpoints_ready(None) is False
+    assert engine.all_endpoints_ready({"subsets": []}) is False
+    assert engine.all_endpoints_ready({"subsets": [{"notReadyAddresses": [address]}]}) is False
+    assert engine.all_endpoints_ready({"subsets": [{"addresses": [address], "notReadyAddresses": [address]}]}) is False

@@ -1,11 +1,17 @@
-"""``aegis demo``: the emulated cluster, the real operator in-process, and every scenario, end to end.
+"""``aegis demo``: a cluster, the real operator in-process, and every scenario, end to end.
 
-Starts the emulated cluster (API server, controllers, kubelet stand-in, K8sGPT
-analyzer), runs the operator with the production handlers against it (Kopf in its
-own thread and loop), applies each scenario (manifests, then the bad change once
-healthy), follows its Incident to the end, answers approval requests as told (at a
-terminal: the review screen of ``aegis show``, then y/N), and reports per scenario:
-a rich table, or one JSON object per line.
+Composes a cluster and the operator (so it sits beside the CLI, not inside
+``aegis.sim``, which is only a cluster): the emulated cluster by default (API
+server, controllers, kubelet stand-in, K8sGPT analyzer), or an existing cluster
+from a kubeconfig (kind, minikube, …; with ``sim_nodes`` a bare control plane whose
+node side — nodes, kubelet stand-in, volumes, analyzer — ``aegis.sim.nodes``
+plays), or a throwaway real control plane started from its binaries
+(``aegis.sim.controlplane``). Runs the operator with the production handlers
+against it (Kopf in its own thread and loop), applies each scenario (manifests,
+then the bad change once healthy), follows its Incident to the end, answers
+approval requests as told (at a terminal: the review screen of ``aegis show``, then
+y/N), reports per scenario (a rich table, or one JSON object per line) and, on a
+cluster it did not create, removes the scenario namespaces it made.
 Called by ``aegis.cli``.
 """
 
@@ -25,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import kopf
@@ -32,7 +39,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from aegis import config, models, review
+from aegis import config, crds, models, review
 from aegis.kube import client as kube_client
 from aegis.sim import client, cluster, scenarios
 
@@ -127,10 +134,10 @@ class Report:
 
 
 class OperatorThread:
-    """The production operator (``handlers``) in its own thread and event loop, against the emulated cluster."""
+    """The production operator (``handlers``) in its own thread and event loop, against the demo's cluster."""
 
-    def __init__(self, url: str, kubeconfig: pathlib.Path, settings: config.Settings, log_file: pathlib.Path) -> None:
-        self.url, self.kubeconfig, self.settings, self.log_file = url, kubeconfig, settings, log_file
+    def __init__(self, kubeconfig: pathlib.Path, settings: config.Settings, log_file: pathlib.Path) -> None:
+        self.kubeconfig, self.settings, self.log_file = kubeconfig, settings, log_file
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -159,13 +166,13 @@ class OperatorThread:
         from graph import runtime
 
         registry = kopf.get_default_registry()
-        url = self.url
+        api_client = kube_client.api_client_from_config(str(self.kubeconfig))
+        connection = connection_info(api_client)
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=url, insecure=True, token="aegis-sim")
+            return connection
 
-        api_client = kube_client.api_client_from_config(str(self.kubeconfig))
         async with runtime.open_runtime(self.settings, api_client=api_client) as rt:
             ready = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -186,6 +193,22 @@ class OperatorThread:
                 ready_flag=ready,
                 stop_flag=stop_future,
             )
+
+
+def connection_info(api_client: Any) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the ``kubernetes`` client's view of a kubeconfig (token or client certificate, CA)."""
+    conf = api_client.configuration
+    auth = (conf.api_key or {}).get("authorization") or (conf.api_key or {}).get("BearerToken") or ""
+    scheme, _, token = auth.partition(" ") if " " in auth else ("Bearer", "", auth)
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert or None,
+        insecure=not conf.verify_ssl,
+        scheme=scheme if token else None,
+        token=token or None,
+        certificate_path=conf.cert_file or None,
+        private_key_path=conf.key_file or None,
+    )
 
 
 def ollama_line(settings: config.Settings) -> str:
@@ -382,6 +405,94 @@ def _table(reports: list[Report], final: bool) -> Table:
     return table
 
 
+@dataclasses.dataclass
+class Target:
+    """Where the demo runs: which cluster (``kind``), how to reach it, and whether its namespaces are ours to remove."""
+
+    kind: Literal["emulated", "existing", "real"]
+    kubeconfig: pathlib.Path
+    description: str
+
+
+@contextlib.contextmanager
+def _cluster(
+    work: pathlib.Path,
+    *,
+    speed: float,
+    images: list[pathlib.Path],
+    kubeconfig: pathlib.Path | None,
+    sim_nodes: bool,
+    real: pathlib.Path | None,
+    console: Console,
+) -> Iterator[Target]:
+    """The emulated cluster, an existing one (optionally with the emulated node side), or a throwaway real one."""
+    if kubeconfig is None and real is None:
+        options = cluster.ClusterOptions(speed=speed, images=images)
+        path = work / "kubeconfig"
+        with cluster.SimCluster(path, options) as sim:
+            yield Target("emulated", path, f"Emulated cluster at {sim.url}")
+        return
+    from aegis.sim import controlplane, nodes
+
+    with contextlib.ExitStack() as stack:
+        kind: Literal["existing", "real"] = "existing"
+        if real is not None:
+            console.print(
+                "Starting a real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)…"
+            )
+            plane = controlplane.ControlPlane(controlplane.ControlPlaneOptions(assets=real), workdir=work / "k8s")
+            stack.enter_context(plane)
+            kubeconfig, sim_nodes, kind = plane.kubeconfig, True, "real"
+        assert kubeconfig is not None
+        node_options = nodes.NodeSideOptions(speed=speed, images=images, kubelet=sim_nodes)
+        side = stack.enter_context(nodes.NodeSide(kubeconfig, node_options))
+        assert side.running is not None
+        what = "emulated nodes + kubelet stand-in + K8sGPT analyzer" if sim_nodes else "K8sGPT analyzer"
+        yield Target(kind, kubeconfig, f"Cluster at {side.running.api.url} ({what} attached)")
+
+
+async def _prepare(api: client.SimClient, target: Target, namespaces: list[str]) -> None:
+    """On a cluster the demo did not create: the CRDs present, and no scenario namespace already in use."""
+    if target.kind == "emulated":
+        return
+    taken = [ns for ns in namespaces if await api.get("Namespace", None, ns) is not None]
+    if taken:
+        raise DemoError(
+            f"namespace(s) {', '.join(taken)} already exist on this cluster; the demo creates and removes its own "
+            f"(kubectl delete namespace {' '.join(taken)})"
+        )
+    for crd in crds.all_crds():
+        if await api.get("CustomResourceDefinition", None, crd["metadata"]["name"]) is None:
+            await api.create(crd)
+    deadline = time.monotonic() + 60
+    for crd in crds.all_crds():
+        while True:
+            live = await api.get("CustomResourceDefinition", None, crd["metadata"]["name"]) or {}
+            conditions = (live.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"CRD {crd['metadata']['name']} not established within 60s")
+            await asyncio.sleep(0.2)
+
+
+async def _cleanup(api: client.SimClient, namespaces: list[str], console: Console, limit: float = 180) -> None:
+    """Remove the scenario namespaces (and wait until they are gone, so the next run can start clean)."""
+    for ns in namespaces:
+        await api.delete("Namespace", None, ns)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        left = [ns for ns in namespaces if await api.get("Namespace", None, ns) is not None]
+        if not left:
+            return
+        await asyncio.sleep(0.5)
+    console.print(f"[yellow]namespaces still terminating after {limit:.0f}s: {', '.join(left)}[/yellow]")
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run as asked; the message says why and what to do."""
+
+
 def run(
     paths: list[pathlib.Path],
     *,
@@ -390,8 +501,11 @@ def run(
     speed: float = 10.0,
     timeout: float = 120.0,
     workdir: pathlib.Path | None = None,
+    kubeconfig: pathlib.Path | None = None,
+    sim_nodes: bool = False,
+    real: pathlib.Path | None = None,
 ) -> int:
-    """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise."""
+    """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise, 2 when they could not run."""
     console = Console(stderr=True, soft_wrap=True)
     out = Console(width=None if sys.stdout.isatty() else 200)
     loaded: list[scenarios.Scenario] = []
@@ -427,46 +541,78 @@ def run(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     console.print(ollama_line(settings))
-    options = cluster.ClusterOptions(speed=speed, images=[s.images for s in loaded if s.images])
+    images = [s.images for s in loaded if s.images]
     reports = [Report(scenario=s.name, namespace=s.namespace, expected=s.expected) for s in loaded]
-    kubeconfig = work / "kubeconfig"
+    began = time.monotonic()
+    failed: str | None = None
     try:
-        with cluster.SimCluster(kubeconfig, options) as sim:
-            console.print(f"Emulated cluster at {sim.url}; the operator runs in-process with the production handlers.")
-            operator = OperatorThread(sim.url, kubeconfig, settings, work / "operator.log")
-            operator.start()
-            try:
-                asyncio.run(
-                    _drive(
-                        sim.url,
-                        loaded,
-                        reports,
-                        approve=approve,
-                        limit=timeout,
-                        console=console,
-                        live=not as_json and console.is_terminal and approve != "ask",  # prompts need a still screen
-                    )
-                )
-            finally:
-                operator.stop()
+        with _cluster(
+            work, speed=speed, images=images, kubeconfig=kubeconfig, sim_nodes=sim_nodes, real=real, console=console
+        ) as target:
+            console.print(f"{target.description}; the operator runs in-process with the production handlers.")
+            failed = asyncio.run(
+                _prepare_and_drive(target, loaded, reports, work, settings, approve, timeout, as_json, console)
+            )
+    except Exception as exc:  # the cluster could not start, a kubeconfig is wrong: one line, exit 2
+        failed = f"{type(exc).__name__}: {exc}"
     finally:
-        if temp is not None and all(r.met for r in reports):
+        if temp is not None and failed is None and all(r.met for r in reports):
             shutil.rmtree(temp, ignore_errors=True)
         elif temp is not None:
             console.print(f"Kept for inspection: {work} (operator.log, kubeconfig, state.sqlite)")
+    if failed is not None:
+        console.print(f"[red]{failed}[/red]")
+        return 2
     if as_json:
         for report in reports:
             out.print_json(json.dumps(report.as_json())) if out.is_terminal else print(json.dumps(report.as_json()))
     else:
         out.print(_table(reports, final=True))
     met = sum(1 for r in reports if r.met)
-    console.print(f"{met}/{len(reports)} scenarios met their expected.yaml")
+    console.print(f"{met}/{len(reports)} scenarios met their expected.yaml in {time.monotonic() - began:.0f}s")
     sys.stdout.flush()
     return 0 if met == len(reports) else 1
 
 
+async def _prepare_and_drive(
+    target: Target,
+    loaded: list[scenarios.Scenario],
+    reports: list[Report],
+    work: pathlib.Path,
+    settings: config.Settings,
+    approve: Approve,
+    limit: float,
+    as_json: bool,
+    console: Console,
+) -> str | None:
+    """Check the cluster, start the operator, drive every scenario, clean up; a reason when it could not run."""
+    namespaces = [s.namespace for s in loaded]
+    async with client.SimClient.from_kubeconfig(target.kubeconfig) as api:
+        try:
+            await _prepare(api, target, namespaces)
+        except (DemoError, client.ApiError) as exc:
+            return str(exc)
+        operator = OperatorThread(target.kubeconfig, settings, work / "operator.log")
+        await asyncio.get_running_loop().run_in_executor(None, operator.start)
+        try:
+            await _drive(
+                api,
+                loaded,
+                reports,
+                approve=approve,
+                limit=limit,
+                console=console,
+                live=not as_json and console.is_terminal and approve != "ask",  # prompts need a still screen
+            )
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, operator.stop)
+            if target.kind != "emulated":
+                await _cleanup(api, namespaces, console)
+    return None
+
+
 async def _drive(
-    url: str,
+    api: client.SimClient,
     loaded: list[scenarios.Scenario],
     reports: list[Report],
     *,
@@ -475,27 +621,26 @@ async def _drive(
     console: Console,
     live: bool,
 ) -> None:
-    async with client.SimClient(url) as api:
-        tasks = [
-            run_scenario(api, s, r, approve=approve, limit=limit, console=console)
-            for s, r in zip(loaded, reports, strict=True)
-        ]
-        if not live:
-            done = 0
+    tasks = [
+        run_scenario(api, s, r, approve=approve, limit=limit, console=console)
+        for s, r in zip(loaded, reports, strict=True)
+    ]
+    if not live:
+        done = 0
 
-            async def tracked(coro: Any, report: Report) -> None:
-                nonlocal done
-                await coro
-                done += 1
-                state = report.phase or report.error or report.stage
-                console.print(f"[{done}/{len(reports)}] {report.scenario}: {state}")
+        async def tracked(coro: Any, report: Report) -> None:
+            nonlocal done
+            await coro
+            done += 1
+            state = report.phase or report.error or report.stage
+            console.print(f"[{done}/{len(reports)}] {report.scenario}: {state}")
 
-            await asyncio.gather(*(tracked(t, r) for t, r in zip(tasks, reports, strict=True)))
-            return
-        with Live(_table(reports, final=False), console=console, refresh_per_second=4, transient=True) as view:
-            gathered = asyncio.gather(*tasks)
-            while not gathered.done():
-                view.update(_table(reports, final=False))
-                await asyncio.sleep(0.25)
-            await gathered
+        await asyncio.gather(*(tracked(t, r) for t, r in zip(tasks, reports, strict=True)))
+        return
+    with Live(_table(reports, final=False), console=console, refresh_per_second=4, transient=True) as view:
+        gathered = asyncio.gather(*tasks)
+        while not gathered.done():
             view.update(_table(reports, final=False))
+            await asyncio.sleep(0.25)
+        await gathered
+        view.update(_table(reports, final=False))

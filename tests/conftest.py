@@ -1,0 +1,48 @@
+"""Session fixtures shared by every tier: the real Kubernetes control plane (started once per session).
+
+``real_control_plane`` starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+from the binaries ``aegis.sim.controlplane.find_assets`` finds (``AEGIS_KUBE_ASSETS``,
+``KUBEBUILDER_ASSETS``, ``shared/k8s/bin``) and skips, saying why, when there are none.
+Tests isolate themselves by namespace. Tests that need it carry the ``real`` marker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from aegis.sim import controlplane
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if controlplane.find_assets() is not None:
+        return
+    reason = "no real control plane binaries (set AEGIS_KUBE_ASSETS or KUBEBUILDER_ASSETS): real tier skipped"
+    if os.environ.get("AEGIS_REQUIRE_REAL") == "1":
+        raise pytest.UsageError(reason + ", but AEGIS_REQUIRE_REAL=1")
+    for item in items:
+        if "real" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def real_control_plane() -> Iterator[controlplane.ControlPlane]:
+    """One real control plane for the whole session (about 10 s to start)."""
+    plane = controlplane.ControlPlane(controlplane.ControlPlaneOptions(users={"alice": ["oncall"]}))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def real_node_side(real_control_plane: controlplane.ControlPlane) -> Iterator[object]:
+    """The emulated node side (nodes, kubelet stand-in, volumes, K8sGPT analyzer) attached to the real control
+    plane for one test module (a demo run in a subprocess attaches its own, so they never overlap)."""
+    from aegis.sim import nodes
+
+    with nodes.NodeSide(real_control_plane.kubeconfig, nodes.NodeSideOptions(speed=10)) as side:
+        yield side
