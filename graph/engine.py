@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import functools
 import hashlib
 import logging
@@ -33,11 +34,12 @@ from graph import context
 
 logger = logging.getLogger("aegis.engine")
 
-IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "noted", "stale", "error"]
+IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "noted", "stale", "deferred", "error"]
 
 # After these phases the problem was fixed; a *new* report on the target is a recurrence.
 REOPEN_AFTER = frozenset({"Resolved"})
 INTAKE_RETRIES = (5.0, 15.0, 45.0, 135.0)  # seconds before re-processing a Result whose intake failed
+DEFER_LOOKS = 3  # times a Service report is put off while the pods behind it are still starting
 RUN_RETRIES = (2.0, 6.0, 18.0)  # seconds before resuming a workflow run that raised
 _SEEN_LIMIT = 10_000
 SYMPTOM_KINDS = frozenset({"Service", "PersistentVolumeClaim"})  # reported objects that can join a workload
@@ -50,6 +52,39 @@ class IntakeResult:
     status: IntakeStatus
     reason: str
     incident: str | None = None  # "<namespace>/<name>"
+
+
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def backends_starting(pods: list[Mapping[str, Any]], now: datetime.datetime, window: float) -> bool:
+    """True when some pod is not ready, and every pod that is not ready is young and shows no failure:
+    scheduled, not terminating, no restarts, no container terminated, nothing waiting but for creation."""
+    waiting_on = [p for p in pods if not _pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if not waiting_on:
+        return False
+    for pod in waiting_on:
+        created = expiry.parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+        if created is None or (now - created).total_seconds() > window:
+            return False
+        status = pod.get("status") or {}
+        scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+        if scheduled.get("status") == "False":
+            return False  # unschedulable: a failure of its own
+        containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        for container in containers:
+            state = container.get("state") or {}
+            waiting = (state.get("waiting") or {}).get("reason")
+            if container.get("restartCount") or (waiting and waiting not in _STARTING):
+                return False
+            if "terminated" in state and (state["terminated"] or {}).get("exitCode") not in (0, None):
+                return False
+    return True
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def all_endpoints_ready(endpoints: Mapping[str, Any] | None) -> bool:
@@ -112,6 +147,8 @@ class Engine:
             if await self._no_longer_holds(finding):
                 # Not remembered: if K8sGPT reports it again, it is looked at again.
                 return IntakeResult("stale", f"{finding.kind} {finding.name} has ready endpoints now: nothing to do")
+            if attempt < DEFER_LOOKS and await self._backends_starting(finding):
+                return self._look_again(finding.result_key, attempt, self.settings.settle_seconds)
             target, chain, how = await k8sgpt.resolve_target(finding, self.cluster)
             async with self._target_locks[target.key]:
                 result = await self._upsert(finding, target, chain, how)
@@ -132,6 +169,36 @@ class Engine:
         if finding.kind != "Service":
             return False
         return all_endpoints_ready(await self.cluster.get("Endpoints", finding.namespace, finding.name))
+
+    async def _backends_starting(self, finding: models.Finding) -> bool:
+        """A Service reported while the pods behind it are only starting (young, no failure shown yet).
+
+        Whether the Service is a symptom of its pods or broken itself cannot be told yet: look again once
+        they have had time to start (``_look_again``), rather than open an incident on a rollout in progress.
+        """
+        if finding.kind != "Service":
+            return False
+        service = await self.cluster.get("Service", finding.namespace, finding.name)
+        selector = ((service or {}).get("spec") or {}).get("selector") or {}
+        if not selector:
+            return False
+        pods = await self.cluster.list("Pod", finding.namespace, selector={"matchLabels": dict(selector)})
+        return backends_starting(pods, self.deps.clock(), self.settings.settle_seconds)
+
+    def _look_again(self, key: str, attempt: int, delay: float) -> IntakeResult:
+        """Process this Result again after ``delay`` (K8sGPT does not rewrite an unchanged Result)."""
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            body = self._latest.get(key)
+            if body is not None and not self._closing:
+                outcome = await self.on_result(body, attempt + 1)
+                logger.info("looked again at K8sGPT Result %s: %s (%s)", key, outcome.status, outcome.reason)
+
+        task = asyncio.create_task(again(), name=f"aegis:look-again:{key}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+        return IntakeResult("deferred", f"the pods behind it are still starting; looking again in {delay:.0f}s")
 
     def _retry_later(self, key: str, attempt: int, exc: BaseException) -> IntakeResult:
         """Process the newest version of this Result again after a back-off (K8sGPT may not rewrite it soon)."""

@@ -9,11 +9,23 @@ Tests isolate themselves by namespace. Tests that need it carry the ``real`` mar
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from aegis.sim import controlplane
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def kubectl(plane: controlplane.ControlPlane, *args: str) -> str:
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(plane.kubeconfig), *args], capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
+    return out.stdout
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,6 +45,11 @@ def real_control_plane() -> Iterator[controlplane.ControlPlane]:
     plane = controlplane.ControlPlane(controlplane.ControlPlaneOptions(users={"alice": ["oncall"]}))
     plane.start()
     try:
+        # As a user installs them: the Incident CRD and K8sGPT's Result CRD, from deploy/.
+        for crd in ("deploy/aegis/crd-incident.yaml", "deploy/k8sgpt/crd-result.yaml"):
+            kubectl(plane, "apply", "-f", str(ROOT / crd))
+        kubectl(plane, "wait", "--for=condition=Established", "--timeout=60s", "crd/incidents.aegis.dev")
+        kubectl(plane, "wait", "--for=condition=Established", "--timeout=60s", "crd/results.core.k8sgpt.ai")
         yield plane
     finally:
         plane.stop()

@@ -131,6 +131,8 @@ async def run_node_side(
             )
             k8sgpt = analyzer.Analyzer(*args, interval=options.analyzer_interval) if options.analyzer else None
             components: list[Any] = [nodes, stand_in, volumes] + ([k8sgpt] if k8sgpt is not None else [])
+            # Ready when our nodes are: created, untainted and Ready before anyone is told they exist.
+            await nodes.reconcile()
             loop_task = asyncio.create_task(_control_loop(components, changed, options.tick), name="sim-node-side")
             yield Running(
                 api=api,

@@ -2,7 +2,8 @@
 
 Clients (the operator under test, kubectl) talk plain HTTP to the proxy; it forwards
 every request — watches streamed as they come — to the upstream API server over TLS
-(with the upstream's CA), passing the client's own credentials through. Each request
+(with the upstream's CA), with the client's own bearer token, or the kubeconfig's when
+the client sent none (kubectl sends no token over plain HTTP). Each request
 is first shown to the ``faults`` (the same hook shape as ``SimAPIServer.faults``:
 ``fault(method, route, query) -> ApiError | None``); a fault's error is answered
 instead of forwarding, as a Kubernetes ``Status``. So a test can kill an operator
@@ -33,7 +34,7 @@ _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive
 
 @contextlib.asynccontextmanager
 async def serve(
-    upstream: str, ca_file: str | None, faults: list[Fault], *, host: str = "127.0.0.1"
+    upstream: str, ca_file: str | None, faults: list[Fault], *, token: str | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[str]:
     """Proxy to ``upstream`` (https URL); yields the proxy's http URL."""
     context = ssl.create_default_context(cafile=ca_file) if ca_file else False
@@ -53,8 +54,14 @@ async def serve(
                     return aiohttp.web.json_response(error.body(), status=error.code)
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if token and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {token}"
+        payload = None
+        if body:  # aiohttp would send a bytes body as application/octet-stream whatever the header says
+            kind = headers.pop(next((k for k in headers if k.lower() == "content-type"), "Content-Type"), None)
+            payload = aiohttp.BytesPayload(body, content_type=kind or "application/json")
         async with session.request(
-            request.method, upstream + request.path_qs, data=body or None, headers=headers, allow_redirects=False
+            request.method, upstream + request.path_qs, data=payload, headers=headers, allow_redirects=False
         ) as answer:
             response = aiohttp.web.StreamResponse(
                 status=answer.status,
@@ -76,8 +83,14 @@ async def serve(
     try:
         yield f"http://{host}:{port}"
     finally:
+        await site.stop()  # no new connections
+        await session.close()  # ends the streams (watches) still being relayed
         await runner.cleanup()
-        await session.close()
+        current = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
 
 class FaultProxy:
@@ -92,7 +105,8 @@ class FaultProxy:
         self.ca_file: str | None = cluster.get("certificate-authority")
         self.faults: list[Fault] = []
         self._runner: threaded.Threaded[str] = threaded.Threaded(
-            lambda: serve(self.upstream, self.ca_file, self.faults), "aegis-fault-proxy"
+            lambda: serve(self.upstream, self.ca_file, self.faults, token=self._user.get("token")),
+            "aegis-fault-proxy",
         )
         self.url = ""
 

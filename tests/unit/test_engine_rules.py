@@ -95,3 +95,31 @@ def test_a_service_finding_holds_until_every_endpoint_is_ready() -> None:
     assert engine.all_endpoints_ready({"subsets": []}) is False
     assert engine.all_endpoints_ready({"subsets": [{"notReadyAddresses": [address]}]}) is False
     assert engine.all_endpoints_ready({"subsets": [{"addresses": [address], "notReadyAddresses": [address]}]}) is False
+
+
+def _pod_at(age: float, state: dict, *, restarts: int = 0, scheduled: str = "True", ready: str = "False") -> dict:
+    created = (NOW - datetime.timedelta(seconds=age)).isoformat().replace("+00:00", "Z")
+    return {
+        "metadata": {"name": "echo-6b7f9c8d4-k2x9q", "creationTimestamp": created},
+        "status": {
+            "conditions": [{"type": "PodScheduled", "status": scheduled}, {"type": "Ready", "status": ready}],
+            "containerStatuses": [{"name": "echo", "restartCount": restarts, "state": state}],
+        },
+    }
+
+
+def test_a_service_report_waits_while_its_pods_are_only_starting() -> None:
+    creating = {"waiting": {"reason": "ContainerCreating"}}
+    running = {"running": {"startedAt": "2026-11-21T09:59:58Z"}}
+    assert engine.backends_starting([_pod_at(2, creating)], NOW, 10) is True
+    assert engine.backends_starting([_pod_at(3, running), _pod_at(40, running, ready="True")], NOW, 10) is True
+    # Decide now: every pod ready, no pod yet, a pod too old to be starting, or one failing already.
+    assert engine.backends_starting([_pod_at(3, running, ready="True")], NOW, 10) is False
+    assert engine.backends_starting([], NOW, 10) is False
+    assert engine.backends_starting([_pod_at(30, running)], NOW, 10) is False
+    assert engine.backends_starting([_pod_at(2, {"waiting": {"reason": "ImagePullBackOff"}})], NOW, 10) is False
+    assert engine.backends_starting([_pod_at(2, running, restarts=1)], NOW, 10) is False
+    assert (
+        engine.backends_starting([_pod_at(2, {"waiting": {"reason": "ContainerCreating"}}, scheduled="False")], NOW, 10)
+        is False
+    )
