@@ -93,6 +93,11 @@ def demo(
         exists=True,
         file_okay=False,
     ),
+    analyzer: bool = typer.Option(
+        True,
+        "--analyzer/--no-analyzer",
+        help="With --kubeconfig: run the K8sGPT-compatible analyzer (off where K8sGPT's operator is installed).",
+    ),
 ) -> None:
     """Run the scenarios with the real operator and report: offline on the emulated cluster, or on a real one."""
     from aegis import demo as demo_run
@@ -124,6 +129,7 @@ def demo(
         kubeconfig=kubeconfig.resolve() if kubeconfig else None,
         sim_nodes=sim_nodes,
         real=real.resolve() if real else None,
+        analyzer=analyzer,
     )
     raise typer.Exit(code)
 

@@ -423,6 +423,7 @@ def _cluster(
     kubeconfig: pathlib.Path | None,
     sim_nodes: bool,
     real: pathlib.Path | None,
+    analyzer: bool,
     console: Console,
 ) -> Iterator[Target]:
     """The emulated cluster, an existing one (optionally with the emulated node side), or a throwaway real one."""
@@ -444,11 +445,15 @@ def _cluster(
             stack.enter_context(plane)
             kubeconfig, sim_nodes, kind = plane.kubeconfig, True, "real"
         assert kubeconfig is not None
-        node_options = nodes.NodeSideOptions(speed=speed, images=images, kubelet=sim_nodes)
-        side = stack.enter_context(nodes.NodeSide(kubeconfig, node_options))
-        assert side.running is not None
-        what = "emulated nodes + kubelet stand-in + K8sGPT analyzer" if sim_nodes else "K8sGPT analyzer"
-        yield Target(kind, kubeconfig, f"Cluster at {side.running.api.url} ({what} attached)")
+        parts = (["emulated nodes", "kubelet stand-in"] if sim_nodes else []) + (
+            ["K8sGPT analyzer"] if analyzer else []
+        )
+        if parts:
+            node_options = nodes.NodeSideOptions(speed=speed, images=images, kubelet=sim_nodes, analyzer=analyzer)
+            stack.enter_context(nodes.NodeSide(kubeconfig, node_options))
+        attached = f" ({' + '.join(parts)} attached)" if parts else " (K8sGPT's own operator reports)"
+        server = kube_client.api_client_from_config(str(kubeconfig)).configuration.host
+        yield Target(kind, kubeconfig, f"Cluster at {server}{attached}")
 
 
 async def _prepare(api: client.SimClient, target: Target, namespaces: list[str]) -> None:
@@ -504,6 +509,7 @@ def run(
     kubeconfig: pathlib.Path | None = None,
     sim_nodes: bool = False,
     real: pathlib.Path | None = None,
+    analyzer: bool = True,
 ) -> int:
     """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise, 2 when they could not run."""
     console = Console(stderr=True, soft_wrap=True)
@@ -547,7 +553,14 @@ def run(
     failed: str | None = None
     try:
         with _cluster(
-            work, speed=speed, images=images, kubeconfig=kubeconfig, sim_nodes=sim_nodes, real=real, console=console
+            work,
+            speed=speed,
+            images=images,
+            kubeconfig=kubeconfig,
+            sim_nodes=sim_nodes,
+            real=real,
+            analyzer=analyzer,
+            console=console,
         ) as target:
             console.print(f"{target.description}; the operator runs in-process with the production handlers.")
             failed = asyncio.run(

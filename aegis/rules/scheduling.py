@@ -106,6 +106,9 @@ def pvc(evidence: models.Evidence) -> models.Diagnosis | None:
             reasons.append(f"claim {claim.name} cannot be provisioned")
     if not reasons and not waiting:
         return None
+    if not reasons and evidence.claims and all(c.phase == "Bound" for c in evidence.claims):
+        # The scheduler's word predates the binding (it retries with a back-off): nothing is wrong with the claims.
+        return None
     lines = [f"pod {p.name} Pending: {m}" for p, m in waiting[:2]]
     lines += [
         f"PersistentVolumeClaim {c.name}: phase {c.phase}, storageClass {c.storage_class}"

@@ -1,7 +1,7 @@
 """A K8sGPT-compatible analyzer: writes ``Result`` objects exactly as K8sGPT's operator does.
 
 Every ``interval`` cluster seconds it runs K8sGPT's Pod, Deployment, ReplicaSet,
-Service, PersistentVolumeClaim and StatefulSet analyzers (texts and masks from
+Service, PersistentVolumeClaim, StatefulSet, CronJob and Job analyzers (texts and masks from
 ``shared/reference/k8sgpt-results.md``), then, like the operator: deletes Results
 whose name is not in the new analysis, creates new ones (status is dropped on
 create), and on later cycles writes ``updated`` with a contentHash when the
@@ -146,6 +146,11 @@ class Analyzer:
                 errors = self.statefulset(sts)
                 if errors:
                     found.append(("StatefulSet", f"{sts['metadata']['namespace']}/{sts['metadata']['name']}", errors))
+        for kind, analyze in (("CronJob", self.cronjob), ("Job", self.job)):
+            for obj in self.inf[kind].items():
+                errors = analyze(obj)
+                if errors:
+                    found.append((kind, f"{obj['metadata']['namespace']}/{obj['metadata']['name']}", errors))
         return found
 
     # --- analyzers (texts as in K8sGPT) ---------------------------------------------------------------
@@ -320,6 +325,41 @@ class Analyzer:
                         )
                         break
         return errors
+
+    def job(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        spec, status = job.get("spec") or {}, job.get("status") or {}
+        if spec.get("suspend"):
+            return [failure(f"Job {name} is suspended", ns, name)]
+        finished = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"} & {
+            "Complete",
+            "SuccessCriteriaMet",
+        }
+        if int(status.get("failed") or 0) > 0 and not finished:
+            event = self._latest_event(ns, name)
+            if event and event.get("reason") == "BackoffLimitExceeded":
+                return [failure(event.get("message", ""), ns, name)]
+            return [failure(f"Job {name} has failed", ns, name)]
+        return []
+
+    def cronjob(self, cronjob: dict[str, Any]) -> list[dict[str, Any]]:
+        ns, name = cronjob["metadata"]["namespace"], cronjob["metadata"]["name"]
+        spec = cronjob.get("spec") or {}
+        if spec.get("suspend"):
+            return [failure(f"CronJob {name} is suspended", ns, name)]
+        fields = str(spec.get("schedule") or "").split()
+        if len(fields) != 5 and not str(spec.get("schedule") or "").startswith("@"):
+            return [
+                failure(
+                    f"CronJob {name} has an invalid schedule: expected exactly 5 fields, found {len(fields)}: "
+                    f"[{' '.join(fields)}]",
+                    ns,
+                    name,
+                )
+            ]
+        if int(spec.get("startingDeadlineSeconds") or 0) < 0:
+            return [failure(f"CronJob {name} has a negative starting deadline", ns, name)]
+        return []
 
     # --- the operator's Result bookkeeping ----------------------------------------------------
 

@@ -63,6 +63,11 @@ def settling(evidence: models.Evidence) -> bool:
                 return True
         if pod.phase == "Pending" and not pod.scheduled_reason:
             return True
+        # Claims bound since the scheduler last tried: it places the pod at its next try.
+        waits_for_claims = "unbound immediate PersistentVolumeClaims" in pod.scheduled_message
+        bound = bool(evidence.claims) and all(c.phase == "Bound" for c in evidence.claims)
+        if pod.phase == "Pending" and waits_for_claims and bound:
+            return True
     conditions = evidence.target_summary.get("conditions") or []
     return any(c.get("type") == "Progressing" and c.get("reason") == "ReplicaSetUpdated" for c in conditions)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from aegis import models, rules
 from aegis.kube import evidence as ev
+from graph.nodes import diagnose as diagnose_node
 from tests import factories
 
 NOW = datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC)
@@ -250,6 +251,21 @@ def test_pvc_pending_with_a_missing_storage_class() -> None:
     diagnosis = rules.diagnose(evidence)
     assert diagnosis.category == "pvc-pending"
     assert "'fast-ssd', which does not exist" in diagnosis.summary
+
+
+def test_a_scheduler_message_older_than_the_binding_is_not_a_pending_claim() -> None:
+    """Seen on the real control plane: the claim was provisioned and bound a moment after the scheduler's first try;
+    the pod still says "unbound immediate PersistentVolumeClaims" until the scheduler's back-off ends."""
+    message = (
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes "
+        "are available: 3 Preemption is not helpful for scheduling."
+    )
+    evidence = evidence_for(_unschedulable(message))
+    evidence.claims = [models.ClaimSummary(name="data-stock-db-0", phase="Bound", storageClass="standard")]
+    assert rules.diagnose(evidence).category != "pvc-pending"
+    assert diagnose_node.settling(evidence) is True, "the pod is about to be scheduled: look again"
+    evidence.claims = [models.ClaimSummary(name="data-stock-db-0", phase="Pending", storageClass="standard")]
+    assert rules.diagnose(evidence).category == "pvc-pending"
 
 
 def test_service_named_target_port_missing() -> None:
