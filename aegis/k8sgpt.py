@@ -269,6 +269,14 @@ async def resolve_target(
             chain.append(_ref(kind, namespace, obj, name))
             kind, name, obj = "Pod", pod["metadata"]["name"], pod
             how = "backends not ready" if chain[0].kind == "Service" else "pods wait for the claim"
+        elif kind == "PersistentVolumeClaim":
+            # Reported before the workload's pods exist (a new namespace's pods wait for its ServiceAccount):
+            # the workload whose pod template mounts the claim is the one it belongs to.
+            workload = await _claim_workload(name, namespace, reader)
+            if workload is not None:
+                chain.append(_ref(kind, namespace, obj, name))
+                kind, name, obj = str(workload["kind"]), workload["metadata"]["name"], workload
+                how = "its pod template mounts the claim"
 
     if obj is None and kind in ("Pod", "ReplicaSet"):
         parent = finding.parent_object
@@ -327,6 +335,17 @@ async def _symptom_pod(
         volumes = (pod.get("spec") or {}).get("volumes") or []
         if any((v.get("persistentVolumeClaim") or {}).get("claimName") == name for v in volumes):
             return pod
+    return None
+
+
+async def _claim_workload(claim: str, namespace: str, reader: ObjectReader) -> dict[str, Any] | None:
+    """The Deployment or StatefulSet whose pod template mounts ``claim`` (with its kind set), else None."""
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in await reader.list(kind, namespace):
+            template = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+            volumes = template.get("volumes") or []
+            if any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim for v in volumes):
+                return {**workload, "kind": kind}
     return None
 
 

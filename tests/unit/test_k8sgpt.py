@@ -334,3 +334,28 @@ async def test_claim_that_pods_wait_for_belongs_to_their_workload() -> None:
     finding = k8sgpt.parse_result(factories.result("shop", "unused", ["x"], kind="PersistentVolumeClaim"))
     target, _, _ = await k8sgpt.resolve_target(finding, reader)
     assert (target.kind, target.name) == ("PersistentVolumeClaim", "unused")
+
+
+async def test_claim_reported_before_any_pod_exists_belongs_to_the_workload_that_mounts_it() -> None:
+    """Seen on the real control plane: a new namespace's pods wait for its ServiceAccount, so K8sGPT may report
+    the claim before the Deployment has a single pod. The pod template says whose claim it is."""
+    deploy, _, _ = _deployment_chain()
+    deploy["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "frontend-data"}}
+    ]
+    claim = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "frontend-data", "namespace": "shop"},
+        "spec": {"storageClassName": "fast-ssd"},
+    }
+    # Listed objects from a real API server carry no kind: the kind comes from what was listed.
+    reader = FakeReader(claim)
+    reader.objects[("Deployment", "shop", "frontend")] = {k: v for k, v in deploy.items() if k != "kind"}
+    finding = k8sgpt.parse_result(
+        factories.result(
+            "shop", "frontend-data", ['storageclass.storage.k8s.io "fast-ssd" not found'], kind="PersistentVolumeClaim"
+        )
+    )
+    target, chain, how = await k8sgpt.resolve_target(finding, reader)
+    assert (target.kind, target.name, how) == ("Deployment", "frontend", "its pod template mounts the claim")
+    assert [ref.kind for ref in chain] == ["PersistentVolumeClaim"]
