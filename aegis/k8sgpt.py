@@ -8,7 +8,7 @@ follows the live object's ownerReferences to the workload that owns it
 present). ``signature`` and ``fingerprint`` strip volatile parts (pod names,
 hashes, counts) so the many Results K8sGPT writes for one problem look alike.
 
-Called by ``graph.engine`` (intake of Result events); pure except for
+Called by ``graph.intake`` (intake of Result events); pure except for
 ``resolve_target``, which reads through an injected ``ObjectReader``.
 """
 

@@ -4,7 +4,7 @@ Applied where text enters AEGIS from the cluster: container logs, K8sGPT failure
 texts (the Log analyzer copies raw log lines), event messages. Replaces the value
 and keeps the key, so a human still sees *which* secret was involved:
 ``DATABASE_URL=postgres://admin:****@db/x``, ``password=****``, ``Bearer ****``.
-Called by ``aegis.kube.evidence`` and ``graph.engine``; the LLM layer will use the same.
+Called by ``aegis.kube.evidence``, ``aegis.k8sgpt`` (intake), ``aegis.notify`` and the LLM layer.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``state`` (the one state schema), ``context`` (injected collaborators), one
 module per node in ``nodes``, pure routing functions in ``routing``, ``build``
-(the graph factory), ``engine`` (starts, resumes and bounds workflow runs) and
-``runtime`` (assembles everything for the operator). Imported by ``handlers``;
-imports only ``aegis``.
+(the graph factory), ``intake`` (K8sGPT Results → Incidents), ``engine`` (starts,
+resumes and bounds workflow runs; the janitor) and ``runtime`` (assembles everything
+for the operator). Imported by ``handlers``; imports only ``aegis``.
 """

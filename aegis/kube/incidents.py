@@ -2,7 +2,7 @@
 
 ``IncidentStore`` is the only code that writes Incidents. Status is written
 through the status subresource with merge patches; the timeline is written
-whole each time, so a retried write is idempotent. Used by ``graph.engine``
+whole each time, so a retried write is idempotent. Used by ``graph.engine`` and ``graph.intake``
 (intake, Result deletion) and by the graph nodes (phase, diagnosis, report).
 """
 

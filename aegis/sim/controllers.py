@@ -1,20 +1,23 @@
-"""Simulated control plane: the shared informers and helpers, Endpoints/EndpointSlice, PVC binding,
-the scheduler and the nodes. Each is an ordinary API client over ``aegis.sim.client`` informers.
+"""The emulated control plane's shared parts, and its node and volume controllers.
 
-The workload controllers (Deployment, ReplicaSet, StatefulSet) are in
-``aegis.sim.workloads``, Job and CronJob in ``aegis.sim.jobs``; they build on the
-helpers here. Endpoints list ready and not-ready addresses (a Terminating pod is
-in neither), skipping pods whose named targetPort does not exist; PVCs bind when
-their StorageClass exists (else ProvisioningFailed); the scheduler binds pods to
-nodes with capacity and matching selectors (Terminating pods still hold theirs),
-or leaves them Pending with the scheduler's FailedScheduling message.
-Run by ``aegis.sim.cluster``.
+``Informers`` are the caches every component reads from; ``Controller`` is the base
+of a control loop; the helpers (ownership, selectors, readiness, template hashes,
+int-or-percent) are shared by every controller. ``NodeController`` creates the nodes
+and keeps them schedulable (and their Leases renewed, on a real API server);
+``PersistentVolumeController`` binds claims whose StorageClass exists (else
+ProvisioningFailed), or only provisions where a real PV binder runs. Each is an
+ordinary API client over ``aegis.sim.client`` informers.
+
+The other controllers build on this module: the scheduler in ``aegis.sim.scheduler``,
+Endpoints/EndpointSlice in ``aegis.sim.endpoints``, the workload controllers
+(Deployment, ReplicaSet, StatefulSet) in ``aegis.sim.workloads``, Job and CronJob in
+``aegis.sim.jobs``. Run by ``aegis.sim.cluster`` (and, on a real API server, by
+``aegis.sim.nodes``).
 """
 
 from __future__ import annotations
 
 import abc
-import collections
 import contextlib
 import copy
 import datetime
@@ -25,7 +28,6 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aegis import quantity
 from aegis.sim import client, clock, events
 
 logger = logging.getLogger("aegis.sim.controllers")
@@ -338,151 +340,6 @@ def _wall() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class EndpointsController(Controller):
-    """Endpoints and EndpointSlices from the pods each Service selects."""
-
-    component = "endpoint-controller"
-
-    async def reconcile(self) -> None:
-        for service in self.inf["Service"].items():
-            if not alive(service) or not (service["spec"].get("selector")):
-                continue
-            try:
-                await self._sync(service)
-            except client.ApiError as exc:
-                logger.debug("endpoints %s: %s", service["metadata"]["name"], exc)
-
-    async def _sync(self, service: dict[str, Any]) -> None:
-        ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
-        selector = {"matchLabels": service["spec"]["selector"]}
-        pods = [
-            p
-            for p in self.inf["Pod"].items(ns)
-            if alive(p)
-            and selector_matches(selector, p["metadata"].get("labels"))
-            and (p.get("status") or {}).get("podIP")
-        ]
-        subsets: dict[str, dict[str, Any]] = {}
-        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-            ports = []
-            for port in service["spec"].get("ports") or []:
-                target = port.get("targetPort", port.get("port"))
-                if isinstance(target, str):
-                    target = next(
-                        (
-                            cp.get("containerPort")
-                            for c in pod["spec"].get("containers") or []
-                            for cp in c.get("ports") or []
-                            if cp.get("name") == target
-                        ),
-                        None,
-                    )
-                if target is None:
-                    continue  # a named targetPort the pod does not declare: no endpoint for this pod
-                entry = {"port": target, "protocol": port.get("protocol", "TCP")}
-                if port.get("name"):
-                    entry["name"] = port["name"]
-                ports.append(entry)
-            if not ports:
-                continue
-            key = json.dumps(ports, sort_keys=True)
-            subset = subsets.setdefault(key, {"addresses": [], "notReadyAddresses": [], "ports": ports})
-            address = {
-                "ip": pod["status"]["podIP"],
-                "nodeName": pod["spec"].get("nodeName"),
-                "targetRef": {
-                    "kind": "Pod",
-                    "namespace": ns,
-                    "name": pod["metadata"]["name"],
-                    "uid": pod["metadata"]["uid"],
-                },
-            }
-            subset["addresses" if pod_ready(pod) else "notReadyAddresses"].append(address)
-        clean = []
-        for subset in subsets.values():
-            clean.append({k: v for k, v in subset.items() if v})
-        current = self.inf["Endpoints"].get(ns, name)
-        if current is None:
-            body = {
-                "apiVersion": "v1",
-                "kind": "Endpoints",
-                "metadata": {"name": name, "namespace": ns, "labels": service["metadata"].get("labels") or {}},
-            }
-            if clean:
-                body["subsets"] = clean
-            await self.api.create(body)
-        elif (current.get("subsets") or []) != clean:
-            await self.api.patch("Endpoints", ns, name, {"subsets": clean or None})
-        terminating = [
-            p
-            for p in self.inf["Pod"].items(ns)
-            if not alive(p)
-            and selector_matches(selector, p["metadata"].get("labels"))
-            and (p.get("status") or {}).get("podIP")
-        ]
-        await self._slice(service, clean, terminating)
-
-    async def _slice(
-        self, service: dict[str, Any], subsets: list[dict[str, Any]], terminating: list[dict[str, Any]]
-    ) -> None:
-        """The EndpointSlice: ready and not-ready endpoints, and Terminating pods (ready false, terminating true)."""
-        ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
-        endpoints = []
-        ports: list[dict[str, Any]] = []
-        for subset in subsets:
-            ports = subset["ports"]
-            for ready, key in ((True, "addresses"), (False, "notReadyAddresses")):
-                for address in subset.get(key) or []:
-                    endpoints.append(
-                        {
-                            "addresses": [address["ip"]],
-                            "conditions": {"ready": ready, "serving": ready, "terminating": False},
-                            "nodeName": address.get("nodeName"),
-                            "targetRef": address["targetRef"],
-                        }
-                    )
-        for pod in sorted(terminating, key=lambda p: p["metadata"]["name"]) if ports else []:
-            endpoints.append(
-                {
-                    "addresses": [pod["status"]["podIP"]],
-                    "conditions": {"ready": False, "serving": pod_ready(pod), "terminating": True},
-                    "nodeName": pod["spec"].get("nodeName"),
-                    "targetRef": {
-                        "kind": "Pod",
-                        "namespace": pod["metadata"]["namespace"],
-                        "name": pod["metadata"]["name"],
-                        "uid": pod["metadata"]["uid"],
-                    },
-                }
-            )
-        slice_name = f"{name}-sim"
-        body = {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "addressType": "IPv4",
-            "metadata": {
-                "name": slice_name,
-                "namespace": ns,
-                "labels": {
-                    "kubernetes.io/service-name": name,
-                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-                },
-                "ownerReferences": [owner_ref(service)],
-            },
-            "endpoints": endpoints,
-            "ports": ports,
-        }
-        current = self.inf["EndpointSlice"].get(ns, slice_name)
-        if current is None:
-            try:
-                await self.api.create(body)
-            except client.ApiError as exc:
-                if exc.status != 409:
-                    raise
-        elif current.get("endpoints") != endpoints or current.get("ports") != ports:
-            await self.api.patch("EndpointSlice", ns, slice_name, {"endpoints": endpoints, "ports": ports})
-
-
 class PersistentVolumeController(Controller):
     """Dynamic provisioning for claims whose StorageClass exists, else reports why not.
 
@@ -623,184 +480,3 @@ class PersistentVolumeController(Controller):
                 "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
             },
         )
-
-
-def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:
-    for toleration in tolerations:
-        if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
-            continue
-        if toleration.get("operator") == "Exists" and (
-            not toleration.get("key") or toleration["key"] == taint.get("key")
-        ):
-            return True
-        if toleration.get("key") == taint.get("key") and toleration.get("value") == taint.get("value"):
-            return True
-    return False
-
-
-def pod_requests(pod: dict[str, Any]) -> dict[str, float]:
-    total: dict[str, float] = collections.defaultdict(float)
-    for container in pod["spec"].get("containers") or []:
-        requests = (container.get("resources") or {}).get("requests") or {}
-        limits = (container.get("resources") or {}).get("limits") or {}
-        for resource in ("cpu", "memory"):
-            value = requests.get(resource, limits.get(resource))
-            if value is not None:
-                total[resource] += float(quantity.parse(value))
-    return total
-
-
-class Scheduler(Controller):
-    component = "default-scheduler"
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.reported: dict[str, tuple[str, float]] = {}
-
-    async def reconcile(self) -> None:
-        _prune(self.reported, {p["metadata"]["uid"] for p in self.inf["Pod"].items()})
-        nodes = [n for n in self.inf["Node"].items() if (n.get("status") or {}).get("allocatable")]
-        if not nodes:
-            return
-        used: dict[str, dict[str, float]] = {n["metadata"]["name"]: collections.defaultdict(float) for n in nodes}
-        counts: dict[str, int] = collections.Counter()
-        pending = []
-        for pod in self.inf["Pod"].items():
-            node = pod["spec"].get("nodeName")
-            # A Terminating pod still holds its node's resources until it is gone, as for the real scheduler.
-            if node in used and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                for resource, amount in pod_requests(pod).items():
-                    used[node][resource] += amount
-                counts[node] += 1
-            elif not node and alive(pod):
-                pending.append(pod)
-        for pod in sorted(pending, key=lambda p: p["metadata"].get("creationTimestamp", "")):
-            try:
-                await self._schedule(pod, nodes, used, counts)
-            except client.ApiError as exc:
-                logger.debug("scheduling %s: %s", pod["metadata"]["name"], exc)
-
-    async def _schedule(
-        self,
-        pod: dict[str, Any],
-        nodes: list[dict[str, Any]],
-        used: dict[str, dict[str, float]],
-        counts: dict[str, int],
-    ) -> None:
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        total = len(nodes)
-        for volume in pod["spec"].get("volumes") or []:
-            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if claim:
-                pvc = self.inf["PersistentVolumeClaim"].get(ns, claim)
-                if pvc is None:
-                    return await self._unschedulable(
-                        pod,
-                        f"0/{total} nodes are available: persistentvolumeclaim "
-                        f'"{claim}" not found. preemption: 0/{total} nodes are '
-                        f"available: {total} Preemption is not helpful for scheduling.",
-                    )
-                if (pvc.get("status") or {}).get("phase") != "Bound":
-                    return await self._unschedulable(
-                        pod,
-                        f"0/{total} nodes are available: pod has unbound immediate "
-                        f"PersistentVolumeClaims. preemption: 0/{total} nodes are "
-                        f"available: {total} Preemption is not helpful for scheduling.",
-                    )
-        requests = pod_requests(pod)
-        selector = pod["spec"].get("nodeSelector") or {}
-        affinity = (
-            ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
-                "requiredDuringSchedulingIgnoredDuringExecution"
-            )
-            or {}
-        ).get("nodeSelectorTerms") or []
-        reasons: collections.Counter[str] = collections.Counter()
-        fits = []
-        tolerations = pod["spec"].get("tolerations") or []
-        for node in nodes:
-            labels = node["metadata"].get("labels") or {}
-            node_name = node["metadata"]["name"]
-            if (node.get("spec") or {}).get("unschedulable"):
-                reasons["node(s) were unschedulable"] += 1
-                continue
-            untolerated = [
-                t
-                for t in (node.get("spec") or {}).get("taints") or []
-                if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(t, tolerations)
-            ]
-            if untolerated:
-                taint = untolerated[0]
-                value = f": {taint['value']}" if taint.get("value") else ""
-                reasons[f"node(s) had untolerated taint {{{taint.get('key')}{value}}}"] += 1
-                continue
-            if any(labels.get(k) != v for k, v in selector.items()) or (
-                affinity and not any(self._term_matches(term, labels) for term in affinity)
-            ):
-                reasons["node(s) didn't match Pod's node affinity/selector"] += 1
-                continue
-            allocatable = node["status"]["allocatable"]
-            short = False
-            for resource in ("cpu", "memory"):
-                capacity = float(quantity.parse(allocatable.get(resource, "0")))
-                if requests.get(resource, 0) + used[node_name][resource] > capacity:
-                    reasons[f"Insufficient {resource}"] += 1
-                    short = True
-            if counts[node_name] >= int(allocatable.get("pods", "110")):
-                reasons["Too many pods"] += 1
-                short = True
-            if not short:
-                fits.append(node)
-        if not fits:
-            detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-            only_resources = all(r.startswith("Insufficient") or r == "Too many pods" for r in reasons)
-            preemption = (
-                f"{total} No preemption victims found for incoming pod."
-                if only_resources
-                else f"{total} Preemption is not helpful for scheduling."
-            )
-            return await self._unschedulable(
-                pod, f"0/{total} nodes are available: {detail}. preemption: 0/{total} nodes are available: {preemption}"
-            )
-        chosen = min(fits, key=lambda n: (counts[n["metadata"]["name"]], n["metadata"]["name"]))
-        node_name = chosen["metadata"]["name"]
-        await self.api.request(
-            "POST",
-            client.path_for("Pod", ns, name, "binding"),
-            body={
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": name, "namespace": ns},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
-            },
-        )
-        for resource, amount in requests.items():
-            used[node_name][resource] += amount
-        counts[node_name] += 1
-        self.reported.pop(pod["metadata"]["uid"], None)
-        await self.events.record(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node_name}")
-
-    @staticmethod
-    def _term_matches(term: dict[str, Any], labels: dict[str, str]) -> bool:
-        return expressions_match(term.get("matchExpressions") or [], labels)
-
-    async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
-        uid = pod["metadata"]["uid"]
-        last_message, at = self.reported.get(uid, ("", -1e9))
-        if last_message == message and self.clock.now() - at < 30:
-            return  # the scheduler retries with back-off; so do its events
-        self.reported[uid] = (message, self.clock.now())
-        conditions = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
-        conditions.append(
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": message,
-                "lastTransitionTime": events._now(),
-            }
-        )
-        await self.api.status(
-            "Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"phase": "Pending", "conditions": conditions}
-        )
-        await self.events.record(pod, "Warning", "FailedScheduling", message)

@@ -3,7 +3,7 @@
 Pure functions over plain objects: ``usage`` (what one object charges to a quota),
 ``admit`` (the 403 message a create would get, or None) and ``status`` (a quota's
 ``status.hard``/``status.used`` from the objects of its namespace). Called by
-``aegis.sim.apiserver`` on create and after every write in a namespace holding quotas.
+``aegis.sim.admission`` on create and after every write in a namespace holding quotas.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Label selectors: ``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``.
 Field selectors: ``path=value``, ``path==value``, ``path!=value`` on any dotted path
 (``metadata.name``, ``involvedObject.name``, ``status.phase``, ``spec.nodeName``...).
-Used by ``aegis.sim.apiserver``.
+Used by ``aegis.sim.apiserver`` (lists), ``aegis.sim.watches`` and the controllers.
 """
 
 from __future__ import annotations

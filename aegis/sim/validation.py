@@ -4,7 +4,7 @@
 covers what a remediation can get wrong: names, required fields, container names
 and images, ports, resource quantities (requests within limits), probes, replica
 counts, selectors that must match the template, and immutable fields
-(Deployment selector, PVC spec, Service clusterIP). Used by ``aegis.sim.apiserver``.
+(Deployment selector, PVC spec, Service clusterIP). Used by ``aegis.sim.admission``.
 """
 
 from __future__ import annotations

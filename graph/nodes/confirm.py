@@ -1,5 +1,5 @@
-"""Node ``confirm``: watch the real workload with the shadow's health rules; if it does not heal, restore
-the pre-image of exactly the fields that were changed and confirm that."""
+"""Node ``confirm``: watch the real workload with the shadow's health rules (``aegis.health``); if it does not
+heal, restore the pre-image of exactly the fields that were changed (``aegis.shadow.undo``) and confirm that."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from aegis import models, shadow
+from aegis import health, models, shadow
 from aegis.kube import client
 from graph import context, recording, state
 
@@ -26,7 +26,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         live = await deps.cluster.get(kind, ns, name)
         if live is not None:
             objects[key] = live
-    health = await deps.verifier.observe(
+    observer = health.Observer(deps.cluster, deps.settings)
+    verdict = await observer.observe(
         ns,
         objects,
         expect_healthy=True,
@@ -34,7 +35,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         window=deps.settings.confirm_stability_seconds,
     )
     applied_at = next((r.at for r in results if r.at), deps.clock())
-    if health.healthy:
+    if verdict.healthy:
         outcome = models.Outcome(phase="Resolved", reason="the fix healed the workload", applied=True, healed=True)
         message = "healed: the workload is rolled out and Ready over the stability window"
         line = await recording.record(
@@ -42,7 +43,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         )
         return {"outcome": outcome.dump(), "phase": "Resolved", "reason": outcome.reason, "timeline": [line]}
 
-    problems = "; ".join(health.reasons)
+    problems = "; ".join(verdict.reasons)
     restored: list[str] = []
     for result in reversed(results):
         if not result.applied:
@@ -54,7 +55,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             reason = f"the fix did not heal ({problems}) and restoring the pre-image failed: {exc}"
             line = await recording.record(deps, current, "rollback", reason)
             return {"phase": "Failed", "reason": reason, "timeline": [line]}
-    back = await deps.verifier.observe(ns, objects, expect_healthy=False, limit=30)
+    back = await observer.observe(ns, objects, expect_healthy=False, limit=30)
     outcome = models.Outcome(
         phase="RolledBack",
         reason=f"the fix did not heal the workload ({problems}); the pre-image was restored",

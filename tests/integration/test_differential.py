@@ -181,10 +181,13 @@ def deployment(name: str, replicas: int = 1, node_selector: dict[str, str] | Non
 
 
 def pod(name: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pod no scheduler takes (the tests bind it themselves): on the real control plane the default scheduler
+    would otherwise try it first and write a PodScheduled=False status at any moment, an extra watch event."""
     container: dict[str, Any] = {"name": "app", "image": "nginx:1.27"}
     if resources is not None:
         container["resources"] = resources
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [container]}}
+    spec = {"containers": [container], "schedulerName": "bound-by-the-test"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The engine's pure decisions: when a report opens a new incident, and which Incidents AEGIS refuses to run."""
+"""The pure decisions of intake and the engine: when a report opens a new incident, when a Service report
+still holds, and which Incidents AEGIS refuses to run."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import datetime
 
 from aegis import config, k8sgpt, models
 from aegis.kube import incidents
-from graph import engine
+from graph import engine, intake
 from tests import factories
 
 NOW = datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC)
@@ -44,25 +45,25 @@ def finding(name: str, texts: list[str], kind: str = "Pod") -> tuple[models.Find
 def test_an_open_incident_always_absorbs_new_reports() -> None:
     known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
     new, signature = finding("web-6d4cf56db6-zz9bq", [OOM])
-    assert engine.recurrence("Diagnosing", known, new, signature) is False
+    assert intake.recurrence("Diagnosing", known, new, signature) is False
 
 
 def test_the_same_problem_on_new_pods_joins_the_finished_incident() -> None:
     known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
     same, signature = finding("web-6d4cf56db6-zz9bq", [PULL])
-    assert engine.recurrence("Diagnosed", known, same, signature) is False
+    assert intake.recurrence("Diagnosed", known, same, signature) is False
     symptom, signature = finding("web", ["Deployment shop/web has 2 replicas but 0 are available"], kind="Deployment")
-    assert engine.recurrence("Diagnosed", known, symptom, signature) is False
+    assert intake.recurrence("Diagnosed", known, symptom, signature) is False
 
 
 def test_a_new_pod_failure_or_a_return_after_silence_opens_a_new_incident() -> None:
     known = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], True))
     other, signature = finding("web-6d4cf56db6-zz9bq", [OOM])
-    assert engine.recurrence("Diagnosed", known, other, signature) is True
+    assert intake.recurrence("Diagnosed", known, other, signature) is True
     silent = incident(("Pod", "web-6d4cf56db6-abcde", [PULL], False))
     back, signature = finding("web-6d4cf56db6-zz9bq", [PULL])
-    assert engine.recurrence("Diagnosed", silent, back, signature) is True
-    assert engine.recurrence("Resolved", known, back, signature) is True
+    assert intake.recurrence("Diagnosed", silent, back, signature) is True
+    assert intake.recurrence("Resolved", known, back, signature) is True
 
 
 def test_foreign_or_cross_namespace_incidents_are_refused() -> None:
@@ -89,12 +90,12 @@ def test_foreign_or_cross_namespace_incidents_are_refused() -> None:
 def test_a_service_finding_holds_until_every_endpoint_is_ready() -> None:
     """K8sGPT saw the Service while its pods were starting; by intake they are ready: no incident for that."""
     address = {"ip": "10.244.1.5", "targetRef": {"kind": "Pod", "name": "web-6d4cf56db6-abcde"}}
-    assert engine.all_endpoints_ready({"subsets": [{"addresses": [address]}]}) is True
+    assert intake.all_endpoints_ready({"subsets": [{"addresses": [address]}]}) is True
     # Still failing: nothing selected, a port that matches nothing, or a backend not ready.
-    assert engine.all_endpoints_ready(None) is False
-    assert engine.all_endpoints_ready({"subsets": []}) is False
-    assert engine.all_endpoints_ready({"subsets": [{"notReadyAddresses": [address]}]}) is False
-    assert engine.all_endpoints_ready({"subsets": [{"addresses": [address], "notReadyAddresses": [address]}]}) is False
+    assert intake.all_endpoints_ready(None) is False
+    assert intake.all_endpoints_ready({"subsets": []}) is False
+    assert intake.all_endpoints_ready({"subsets": [{"notReadyAddresses": [address]}]}) is False
+    assert intake.all_endpoints_ready({"subsets": [{"addresses": [address], "notReadyAddresses": [address]}]}) is False
 
 
 def _pod_at(age: float, state: dict, *, restarts: int = 0, scheduled: str = "True", ready: str = "False") -> dict:
@@ -111,15 +112,15 @@ def _pod_at(age: float, state: dict, *, restarts: int = 0, scheduled: str = "Tru
 def test_a_service_report_waits_while_its_pods_are_only_starting() -> None:
     creating = {"waiting": {"reason": "ContainerCreating"}}
     running = {"running": {"startedAt": "2026-11-21T09:59:58Z"}}
-    assert engine.backends_starting([_pod_at(2, creating)], NOW, 10) is True
-    assert engine.backends_starting([_pod_at(3, running), _pod_at(40, running, ready="True")], NOW, 10) is True
+    assert intake.backends_starting([_pod_at(2, creating)], NOW, 10) is True
+    assert intake.backends_starting([_pod_at(3, running), _pod_at(40, running, ready="True")], NOW, 10) is True
     # Decide now: every pod ready, no pod yet, a pod too old to be starting, or one failing already.
-    assert engine.backends_starting([_pod_at(3, running, ready="True")], NOW, 10) is False
-    assert engine.backends_starting([], NOW, 10) is False
-    assert engine.backends_starting([_pod_at(30, running)], NOW, 10) is False
-    assert engine.backends_starting([_pod_at(2, {"waiting": {"reason": "ImagePullBackOff"}})], NOW, 10) is False
-    assert engine.backends_starting([_pod_at(2, running, restarts=1)], NOW, 10) is False
+    assert intake.backends_starting([_pod_at(3, running, ready="True")], NOW, 10) is False
+    assert intake.backends_starting([], NOW, 10) is False
+    assert intake.backends_starting([_pod_at(30, running)], NOW, 10) is False
+    assert intake.backends_starting([_pod_at(2, {"waiting": {"reason": "ImagePullBackOff"}})], NOW, 10) is False
+    assert intake.backends_starting([_pod_at(2, running, restarts=1)], NOW, 10) is False
     assert (
-        engine.backends_starting([_pod_at(2, {"waiting": {"reason": "ContainerCreating"}}, scheduled="False")], NOW, 10)
+        intake.backends_starting([_pod_at(2, {"waiting": {"reason": "ContainerCreating"}}, scheduled="False")], NOW, 10)
         is False
     )

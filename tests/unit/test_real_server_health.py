@@ -8,7 +8,7 @@ import copy
 import datetime
 import types
 
-from aegis import config, models, shadow
+from aegis import config, health, models, shadow
 from graph.nodes import confirm
 from tests import factories
 from tests.unit import real_shapes
@@ -16,18 +16,18 @@ from tests.unit import real_shapes
 NOW = datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC)
 
 
-def _verifier(cluster: real_shapes.RealShapedCluster) -> shadow.ShadowVerifier:
+def _observer(cluster: real_shapes.RealShapedCluster) -> health.Observer:
     settings = config.Settings(shadow_stability_seconds=1, shadow_timeout_seconds=10)
-    return shadow.ShadowVerifier(cluster, settings)  # type: ignore[arg-type]
+    return health.Observer(cluster, settings)  # type: ignore[arg-type]
 
 
 async def test_a_terminating_pod_of_the_old_revision_is_not_judged() -> None:
     ns = "aegis-shadow-a1b2c3d4-1-ab12-c"
     deploy, new_pod, old_pod, objects = real_shapes.rolled_out(ns)
     cluster = real_shapes.RealShapedCluster(*objects)
-    health, restarts, warnings = await _verifier(cluster)._health(ns, {"Deployment/web": deploy})
-    assert health.healthy, health.reasons
-    assert old_pod["metadata"]["name"] not in str(health.reasons)
+    verdict, restarts, warnings = await _observer(cluster)._health(ns, {"Deployment/web": deploy})
+    assert verdict.healthy, verdict.reasons
+    assert old_pod["metadata"]["name"] not in str(verdict.reasons)
     assert f"{new_pod['metadata']['name']}/web" in restarts
     assert not any(old_pod["metadata"]["name"] in key for key in restarts)
     assert warnings == {}  # the BackOff warnings are about the pod that is going away
@@ -37,8 +37,8 @@ async def test_the_candidate_passes_while_the_old_pod_terminates() -> None:
     ns = "aegis-shadow-a1b2c3d4-1-ab12-c"
     deploy, _, _, objects = real_shapes.rolled_out(ns)
     cluster = real_shapes.RealShapedCluster(*objects)
-    health = await _verifier(cluster).observe(ns, {"Deployment/web": deploy}, expect_healthy=True, limit=10, window=1)
-    assert health.healthy, health.reasons
+    verdict = await _observer(cluster).observe(ns, {"Deployment/web": deploy}, expect_healthy=True, limit=10, window=1)
+    assert verdict.healthy, verdict.reasons
 
 
 async def test_a_broken_pod_of_the_current_revision_still_fails() -> None:
@@ -48,24 +48,24 @@ async def test_a_broken_pod_of_the_current_revision_still_fails() -> None:
     broken = copy.deepcopy(new_pod)
     broken["status"]["containerStatuses"][0].update(ready=False, state=real_shapes.crash_loop(), restartCount=2)
     cluster.put(broken)
-    health, _, _ = await _verifier(cluster)._health(ns, {"Deployment/web": deploy})
-    assert not health.healthy
-    assert any(new_pod["metadata"]["name"] in reason and "CrashLoopBackOff" in reason for reason in health.reasons)
+    verdict, _, _ = await _observer(cluster)._health(ns, {"Deployment/web": deploy})
+    assert not verdict.healthy
+    assert any(new_pod["metadata"]["name"] in reason and "CrashLoopBackOff" in reason for reason in verdict.reasons)
 
 
 def test_counts_that_drop_are_no_news_but_rises_are() -> None:
     before = {"web-a/web": 0, "old-pod/web": 4}
-    assert not shadow.grew({"web-a/web": 0}, before)  # the terminating pod went away
-    assert shadow.grew({"web-a/web": 1}, before)
-    assert shadow.grew({"web-a/web": 0, "web-b/web": 1}, {"web-a/web": 0})
+    assert not health.grew({"web-a/web": 0}, before)  # the terminating pod went away
+    assert health.grew({"web-a/web": 1}, before)
+    assert health.grew({"web-a/web": 0, "web-b/web": 1}, {"web-a/web": 0})
 
 
 def test_rollout_status_like_kubectl() -> None:
     deploy = factories.deployment("shop", "web", "nginx:1.27", replicas=1, ready=1)
     deploy["status"] = {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
-    assert shadow.rollout_problems(deploy) == ["Deployment web: 0/1 available"]
+    assert health.rollout_problems(deploy) == ["Deployment web: 0/1 available"]
     deploy["status"]["availableReplicas"] = 1
-    assert shadow.rollout_problems(deploy) == []
+    assert health.rollout_problems(deploy) == []
     sts = {
         "kind": "StatefulSet",
         "metadata": {"name": "db", "generation": 3},
@@ -79,21 +79,21 @@ def test_rollout_status_like_kubectl() -> None:
             "updateRevision": "db-58d4c7",
         },
     }
-    assert "rolling update to db-58d4c7 not finished" in shadow.rollout_problems(sts)[0]
+    assert "rolling update to db-58d4c7 not finished" in health.rollout_problems(sts)[0]
     old = {"metadata": {"name": "db-0", "labels": {"controller-revision-hash": "db-6b7f9c"}, "ownerReferences": []}}
     old["metadata"]["ownerReferences"] = [{"uid": "uid-sts"}]
-    assert not shadow.current_pod(sts, old, {"uid-sts"})
+    assert not health.current_pod(sts, old, {"uid-sts"})
     old["metadata"]["labels"]["controller-revision-hash"] = "db-58d4c7"
-    assert shadow.current_pod(sts, old, {"uid-sts"})
-    assert not shadow.current_pod(sts, real_shapes.terminating(old), {"uid-sts"})
+    assert health.current_pod(sts, old, {"uid-sts"})
+    assert not health.current_pod(sts, real_shapes.terminating(old), {"uid-sts"})
 
 
 def test_the_current_replica_set_is_the_deployments_revision() -> None:
     deploy, _, _, objects = real_shapes.rolled_out("shop")
     replica_sets = [o for o in objects if o["kind"] == "ReplicaSet"]
-    assert shadow.current_replica_set(deploy, replica_sets)["metadata"]["name"] == "web-5d8f7c9b6d"
+    assert health.current_replica_set(deploy, replica_sets)["metadata"]["name"] == "web-5d8f7c9b6d"
     del deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-    assert shadow.current_replica_set(deploy, replica_sets)["metadata"]["name"] == "web-5d8f7c9b6d"  # its template
+    assert health.current_replica_set(deploy, replica_sets)["metadata"]["name"] == "web-5d8f7c9b6d"  # its template
 
 
 class _Store:

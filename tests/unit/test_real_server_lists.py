@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from aegis import config, shadow
+from aegis import config, health, shadow
 from aegis.kube import client
 from graph import targets
 from tests import factories
@@ -143,7 +143,7 @@ async def test_a_services_backends_listed_without_kind_are_copied_into_the_shado
         ("Service", "web"),
         ("Deployment", "web"),
     ]
-    assert shadow.with_kinds(backends)["Deployment/web"]["kind"] == "Deployment"
+    assert health.with_kinds(backends)["Deployment/web"]["kind"] == "Deployment"
 
 
 class _Deps:

@@ -10,7 +10,7 @@ import datetime
 import types
 from typing import Any
 
-from aegis import actions, config, k8sgpt, models, rules, shadow
+from aegis import actions, config, health, k8sgpt, models, rules, shadow
 from aegis.kube import evidence as ev
 from aegis.rules import remedies
 from graph.nodes import propose
@@ -128,7 +128,7 @@ def test_a_terminating_pod_with_a_failing_init_container_is_not_judged() -> None
 
 def test_the_shadow_sees_a_failing_init_container() -> None:
     _, new, _ = _history()
-    reasons = shadow._pod_reasons(_looping(new), {})
+    reasons = health._pod_reasons(_looping(new), {})
     assert "pod invoicer-7b9c6d5f4f-x8k2p init container migrate failed (CrashLoopBackOff)" in reasons
 
 
