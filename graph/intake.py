@@ -37,7 +37,7 @@ IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "
 # After these phases the problem was fixed; a *new* report on the target is a recurrence.
 REOPEN_AFTER = frozenset({"Resolved"})
 INTAKE_RETRIES = (5.0, 15.0, 45.0, 135.0)  # seconds before re-processing a Result whose intake failed
-DEFER_LOOKS = 3  # times a Service report is put off while the pods behind it are still starting
+DEFER_LOOKS = 3  # times a Service or workload report is put off while the pods behind it are still starting
 SEEN_LIMIT = 10_000  # Results (and ended incidents) remembered; the oldest are forgotten first
 SYMPTOM_KINDS = frozenset({"Service", "PersistentVolumeClaim"})  # reported objects that can join a workload
 
@@ -82,6 +82,25 @@ def backends_starting(pods: list[Mapping[str, Any]], now: datetime.datetime, win
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def workload_ready(workload: Mapping[str, Any]) -> bool:
+    """A Deployment or StatefulSet fully rolled out: every replica updated and ready, no old one left."""
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
+    want = int(spec.get("replicas", 1))
+    meta = workload.get("metadata") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    counts = [int(status.get(key) or 0) for key in ("replicas", "readyReplicas", "updatedReplicas")]
+    if "currentRevision" in status and status.get("currentRevision") != status.get("updateRevision"):
+        return False
+    return all(count == want for count in counts)
+
+
+def _restarted(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    return any(int(c.get("restartCount") or 0) > 0 for c in containers)
 
 
 def all_endpoints_ready(endpoints: Mapping[str, Any] | None) -> bool:
@@ -138,7 +157,7 @@ class Intake:
         try:
             if await self._no_longer_holds(finding):
                 # Not remembered: if K8sGPT reports it again, it is looked at again.
-                return IntakeResult("stale", f"{finding.kind} {finding.name} has ready endpoints now: nothing to do")
+                return IntakeResult("stale", f"{finding.kind} {finding.name} is ready now: nothing to do")
             if attempt < DEFER_LOOKS and await self._backends_starting(finding):
                 return self._look_again(finding.result_key, attempt, self.settings.settle_seconds)
             target, chain, how = await k8sgpt.resolve_target(finding, self.cluster)
@@ -152,29 +171,43 @@ class Intake:
         return result
 
     async def _no_longer_holds(self, finding: models.Finding) -> bool:
-        """A Service reported during a rollout (pods still starting) whose endpoints are all ready by now.
+        """A Service or workload reported during a rollout (pods still starting) that is fine by now.
 
-        K8sGPT's analysis is a snapshot taken up to one interval ago; a Service finding that no longer holds at
-        intake would open an incident about a workload that is fine (or a second one beside the workload's own).
-        A Service with no ready address at all (selector or port mismatch, pods failing) still holds.
+        K8sGPT's analysis is a snapshot taken up to one interval ago; a finding that no longer holds at intake
+        would open an incident about a workload that is fine (or a second one beside the workload's own). A
+        Service with no ready address at all (selector or port mismatch, pods failing) still holds; so does a
+        workload whose pods have restarted (a crash loop is ready now and then).
         """
-        if finding.kind != "Service":
-            return False
-        return all_endpoints_ready(await self.cluster.get("Endpoints", finding.namespace, finding.name))
+        if finding.kind == "Service":
+            return all_endpoints_ready(await self.cluster.get("Endpoints", finding.namespace, finding.name))
+        if finding.kind in ("Deployment", "StatefulSet"):
+            workload = await self.cluster.get(finding.kind, finding.namespace, finding.name)
+            if workload is None or not workload_ready(workload):
+                return False
+            selector = (workload.get("spec") or {}).get("selector")
+            pods = await self.cluster.list("Pod", finding.namespace, selector=selector)
+            return not any(_restarted(pod) for pod in pods)
+        return False
 
     async def _backends_starting(self, finding: models.Finding) -> bool:
-        """A Service reported while the pods behind it are only starting (young, no failure shown yet).
+        """A Service or workload reported while the pods behind it are only starting (young, no failure yet).
 
-        Whether the Service is a symptom of its pods or broken itself cannot be told yet: look again once
-        they have had time to start (``_look_again``), rather than open an incident on a rollout in progress.
+        Whether a Service is a symptom of its pods or broken itself, and whether a workload's rollout fails or
+        only takes its time, cannot be told yet: look again once the pods have had time to start
+        (``_look_again``), rather than open an incident on a rollout in progress.
         """
-        if finding.kind != "Service":
+        if finding.kind == "Service":
+            service = await self.cluster.get("Service", finding.namespace, finding.name)
+            labels = ((service or {}).get("spec") or {}).get("selector") or {}
+            selector: Mapping[str, Any] | None = {"matchLabels": dict(labels)} if labels else None
+        elif finding.kind in ("Deployment", "StatefulSet"):
+            workload = await self.cluster.get(finding.kind, finding.namespace, finding.name)
+            selector = ((workload or {}).get("spec") or {}).get("selector")
+        else:
             return False
-        service = await self.cluster.get("Service", finding.namespace, finding.name)
-        selector = ((service or {}).get("spec") or {}).get("selector") or {}
         if not selector:
             return False
-        pods = await self.cluster.list("Pod", finding.namespace, selector={"matchLabels": dict(selector)})
+        pods = await self.cluster.list("Pod", finding.namespace, selector=selector)
         return backends_starting(pods, self.deps.clock(), self.settings.settle_seconds)
 
     def _look_again(self, key: str, attempt: int, delay: float) -> IntakeResult:

@@ -28,6 +28,13 @@ def kubectl(plane: controlplane.ControlPlane, *args: str) -> str:
     return out.stdout
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """With pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) every real-tier test runs in one
+    worker, so the session starts one control plane; the other tests go by module (module fixtures run once)."""
+    group = "real-control-plane" if "real" in item.keywords else item.nodeid.split("::", 1)[0]
+    item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if controlplane.find_assets() is not None:
         return

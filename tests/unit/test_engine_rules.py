@@ -124,3 +124,20 @@ def test_a_service_report_waits_while_its_pods_are_only_starting() -> None:
         intake.backends_starting([_pod_at(2, {"waiting": {"reason": "ContainerCreating"}}, scheduled="False")], NOW, 10)
         is False
     )
+
+
+def test_a_workload_report_no_longer_holds_once_fully_rolled_out() -> None:
+    deploy = factories.deployment("shop", "web", "nginx:1.27", replicas=2)
+    deploy["metadata"]["generation"] = 3
+    done = {"observedGeneration": 3, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    assert intake.workload_ready({**deploy, "status": done}) is True
+    # Still rolling: an old replica left, one not ready, a spec the controller has not seen yet.
+    assert intake.workload_ready({**deploy, "status": {**done, "replicas": 3}}) is False
+    assert intake.workload_ready({**deploy, "status": {**done, "readyReplicas": 1}}) is False
+    assert intake.workload_ready({**deploy, "status": {**done, "observedGeneration": 2}}) is False
+    sts = {"spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+    assert intake.workload_ready(sts) is True
+    assert (
+        intake.workload_ready({**sts, "status": {**sts["status"], "currentRevision": "a", "updateRevision": "b"}})
+        is False
+    )
