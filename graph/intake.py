@@ -208,7 +208,8 @@ class Intake:
         if not selector:
             return False
         pods = await self.cluster.list("Pod", finding.namespace, selector=selector)
-        return backends_starting(pods, self.deps.clock(), self.settings.settle_seconds)
+        # Young: within the looks it may be put off (a slow start on a busy node is still a start).
+        return backends_starting(pods, self.deps.clock(), self.settings.settle_seconds * DEFER_LOOKS)
 
     def _look_again(self, key: str, attempt: int, delay: float) -> IntakeResult:
         """Process this Result again after ``delay`` (K8sGPT does not rewrite an unchanged Result)."""

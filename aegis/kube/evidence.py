@@ -178,9 +178,19 @@ def summarize_target(obj: dict[str, Any]) -> dict[str, Any]:
     for key in ("replicas", "selector", "type", "ports", "storageClassName", "resources", "accessModes"):
         if key in spec and not (kind == "Pod" and key == "ports"):
             summary[key] = spec[key]
-    for key in ("replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "unavailableReplicas", "phase"):
+    for key in (
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "unavailableReplicas",
+        "observedGeneration",
+        "phase",
+    ):
         if key in status:
             summary[f"status.{key}"] = status[key]
+    if meta.get("generation") and kind in ("Deployment", "StatefulSet", "DaemonSet"):
+        summary["generation"] = meta["generation"]
     if status.get("conditions"):
         summary["conditions"] = [
             {k: c.get(k) for k in ("type", "status", "reason", "message") if c.get(k)} for c in status["conditions"]

@@ -68,7 +68,15 @@ def settling(evidence: models.Evidence) -> bool:
         bound = bool(evidence.claims) and all(c.phase == "Bound" for c in evidence.claims)
         if pod.phase == "Pending" and waits_for_claims and bound:
             return True
-    conditions = evidence.target_summary.get("conditions") or []
+    summary = evidence.target_summary
+    want = summary.get("replicas")
+    if isinstance(want, int) and (
+        int(summary.get("status.updatedReplicas") or 0) < want or int(summary.get("status.replicas") or 0) > want
+    ):
+        return True  # a rollout under way: new pods not all there yet, or old ones not yet gone
+    if int(summary.get("status.observedGeneration") or 0) < int(summary.get("generation") or 0):
+        return True  # a change the controller has not acted on yet (a real one takes a moment)
+    conditions = summary.get("conditions") or []
     return any(c.get("type") == "Progressing" and c.get("reason") == "ReplicaSetUpdated" for c in conditions)
 
 

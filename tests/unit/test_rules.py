@@ -436,3 +436,20 @@ def test_tcp_probe_failure_names_the_port() -> None:
         )
     ]
     assert "nothing listens on port 6380" in rules.diagnose(evidence_for(running, events=events)).summary
+
+
+def test_a_rollout_the_controller_has_not_acted_on_yet_is_still_settling() -> None:
+    """Seen on the real control plane: a report from the first rollout is taken up just after the bad change was
+    applied — the old pods are all ready, the new ReplicaSet has no pod yet. That is not "nothing wrong"."""
+    running = web_pods({"running": {"startedAt": "2026-11-21T09:00:00Z"}}, phase="Running", ready=True)
+    deploy = factories.deployment("shop", "web", "nginx:1.27", replicas=2, ready=2)
+    deploy["metadata"]["generation"] = 3
+    evidence = evidence_for(running)
+    status = {"observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}
+    evidence.target_summary = ev.summarize_target({**deploy, "status": status})
+    assert diagnose_node.settling(evidence) is True, "the controller has not seen the change yet"
+    evidence.target_summary = ev.summarize_target({**deploy, "status": {**status, "observedGeneration": 3}})
+    assert diagnose_node.settling(evidence) is False
+    rolling = {**status, "observedGeneration": 3, "replicas": 3, "updatedReplicas": 1}
+    evidence.target_summary = ev.summarize_target({**deploy, "status": rolling})
+    assert diagnose_node.settling(evidence) is True, "new pods not all there, old ones not gone"
