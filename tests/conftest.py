@@ -28,10 +28,17 @@ def kubectl(plane: controlplane.ControlPlane, *args: str) -> str:
     return out.stdout
 
 
+# The tests that run every scenario at once on the emulator: they share a worker with the real tier, so that
+# no two all-scenario demos ever load these 2 cores at the same time.
+HEAVY = ("tests/e2e/test_scenarios.py", "tests/e2e/test_llm_demo.py")
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     """With pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) every real-tier test runs in one
-    worker, so the session starts one control plane; the other tests go by module (module fixtures run once)."""
-    group = "real-control-plane" if "real" in item.keywords else item.nodeid.split("::", 1)[0]
+    worker, so the session starts one control plane, and the heavy emulated demos beside it in the same worker;
+    the other tests go by module (module fixtures run once)."""
+    module = item.nodeid.split("::", 1)[0]
+    group = "real-control-plane" if "real" in item.keywords or module in HEAVY else module
     item.add_marker(pytest.mark.xdist_group(group))
 
 
