@@ -70,8 +70,13 @@ class Scheduler(controllers.Controller):
                 for resource, amount in pod_requests(pod).items():
                     used[node][resource] += amount
                 counts[node] += 1
-            elif not node and controllers.alive(pod) and pod["spec"].get("schedulerName", DEFAULT) == DEFAULT:
-                pending.append(pod)  # a pod for another scheduler is left alone, as by kube-scheduler
+            elif (
+                not node
+                and controllers.alive(pod)
+                and pod["spec"].get("schedulerName", DEFAULT) == DEFAULT
+                and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            ):
+                pending.append(pod)  # a finished pod, or one for another scheduler, is left alone, as by kube-scheduler
         for pod in sorted(pending, key=lambda p: p["metadata"].get("creationTimestamp", "")):
             try:
                 await self._schedule(pod, nodes, used, counts)
@@ -198,7 +203,6 @@ class Scheduler(controllers.Controller):
                 "lastTransitionTime": events._now(),
             }
         )
-        await self.api.status(
-            "Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"phase": "Pending", "conditions": conditions}
-        )
+        # Only the condition, as kube-scheduler writes it: the phase is the kubelet's (or a test's) to set.
+        await self.api.status("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"conditions": conditions})
         await self.events.record(pod, "Warning", "FailedScheduling", message)
