@@ -213,17 +213,7 @@ class Intake:
 
     def _look_again(self, key: str, attempt: int, delay: float) -> IntakeResult:
         """Process this Result again after ``delay`` (K8sGPT does not rewrite an unchanged Result)."""
-
-        async def again() -> None:
-            await asyncio.sleep(delay)
-            body = self._latest.get(key)
-            if body is not None and not self._closing:
-                outcome = await self.on_result(body, attempt + 1)
-                logger.info("looked again at K8sGPT Result %s: %s (%s)", key, outcome.status, outcome.reason)
-
-        task = asyncio.create_task(again(), name=f"aegis:look-again:{key}")
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._again(key, attempt, delay, "looked again at")
         return IntakeResult("deferred", f"the pods behind it are still starting; looking again in {delay:.0f}s")
 
     def _retry_later(self, key: str, attempt: int, exc: BaseException) -> IntakeResult:
@@ -233,18 +223,22 @@ class Intake:
             logger.error("giving up on K8sGPT Result %s after %d attempts: %s", key, attempt + 1, reason)
             return IntakeResult("error", f"{reason}; gave up after {attempt + 1} attempts")
         delay = INTAKE_RETRIES[attempt]
+        self._again(key, attempt, delay, "retried")
+        return IntakeResult("error", f"{reason}; retrying in {delay:.0f}s")
+
+    def _again(self, key: str, attempt: int, delay: float, done: str) -> None:
+        """After ``delay``, intake of the newest version of Result ``key`` once more, as attempt ``attempt + 1``."""
 
         async def again() -> None:
             await asyncio.sleep(delay)
             body = self._latest.get(key)
-            if body is not None:
+            if body is not None and not self._closing:
                 outcome = await self.on_result(body, attempt + 1)
-                logger.info("retried K8sGPT Result %s: %s (%s)", key, outcome.status, outcome.reason)
+                logger.info("%s K8sGPT Result %s: %s (%s)", done, key, outcome.status, outcome.reason)
 
-        task = asyncio.create_task(again(), name=f"aegis:retry:{key}")
+        task = asyncio.create_task(again(), name=f"aegis:again:{key}")
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
-        return IntakeResult("error", f"{reason}; retrying in {delay:.0f}s")
 
     async def _upsert(
         self, finding: models.Finding, target: models.ObjectRef, chain: list[models.ObjectRef], how: str

@@ -91,7 +91,9 @@ async def run_cluster(
         k8sgpt = analyzer.Analyzer(*args, interval=options.analyzer_interval) if options.analyzer else None
         if k8sgpt is not None:
             components.append(k8sgpt)
-        loop_task = asyncio.create_task(_control_loop(components, changed, options.tick), name="sim-control-loop")
+        loop_task = asyncio.create_task(
+            controllers.run_loop(components, changed, options.tick), name="sim-control-loop"
+        )
         try:
             yield Running(api=api, url=url, clock=sim_clock, catalog=images, analyzer=k8sgpt)
         finally:
@@ -99,21 +101,6 @@ async def run_cluster(
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task
             await informers.stop()
-
-
-async def _control_loop(components: list[Any], changed: asyncio.Event, tick: float) -> None:
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=tick)
-        changed.clear()
-        for component in components:
-            try:
-                await component.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one component must not stop the cluster
-                logger.exception("%s failed", type(component).__name__)
-        await asyncio.sleep(0.01)  # let watches deliver what the pass wrote
 
 
 class SimCluster:

@@ -18,6 +18,7 @@ Endpoints/EndpointSlice in ``aegis.sim.endpoints``, the workload controllers
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import copy
 import datetime
@@ -156,6 +157,22 @@ class Informers:
     async def stop(self) -> None:
         for informer in self.by_kind.values():
             await informer.stop()
+
+
+async def run_loop(components: list[Any], changed: asyncio.Event, tick: float) -> None:
+    """Reconcile every component after each cache change (or every ``tick`` wall seconds), until cancelled."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=tick)
+        changed.clear()
+        for component in components:
+            try:
+                await component.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one component must not stop the others
+                logger.exception("%s failed", type(component).__name__)
+        await asyncio.sleep(0.01)  # let watches deliver what the pass wrote
 
 
 class Controller(abc.ABC):

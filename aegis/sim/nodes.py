@@ -106,7 +106,7 @@ async def run_node_side(
             if not options.kubelet:  # real kubelets run the pods: only K8sGPT's part is played
                 k8sgpt = analyzer.Analyzer(*args, interval=options.analyzer_interval) if options.analyzer else None
                 loop_task = asyncio.create_task(
-                    _control_loop([k8sgpt] if k8sgpt else [], changed, options.tick), name="sim-node-side"
+                    controllers.run_loop([k8sgpt] if k8sgpt else [], changed, options.tick), name="sim-node-side"
                 )
                 yield Running(api, sim_clock, images, None, k8sgpt, store, [], "")
                 return
@@ -133,7 +133,9 @@ async def run_node_side(
             components: list[Any] = [nodes, stand_in, volumes] + ([k8sgpt] if k8sgpt is not None else [])
             # Ready when our nodes are: created, untainted and Ready before anyone is told they exist.
             await nodes.reconcile()
-            loop_task = asyncio.create_task(_control_loop(components, changed, options.tick), name="sim-node-side")
+            loop_task = asyncio.create_task(
+                controllers.run_loop(components, changed, options.tick), name="sim-node-side"
+            )
             yield Running(
                 api=api,
                 clock=sim_clock,
@@ -159,21 +161,6 @@ async def run_node_side(
             if options.remove_nodes and options.kubelet:
                 for index in range(1, options.nodes + 1):
                     await api.delete("Node", None, f"{options.node_prefix}-{index}")
-
-
-async def _control_loop(components: list[Any], changed: asyncio.Event, tick: float) -> None:
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=tick)
-        changed.clear()
-        for component in components:
-            try:
-                await component.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one component must not stop the others
-                logger.exception("%s failed", type(component).__name__)
-        await asyncio.sleep(0.01)
 
 
 async def ensure_crd(api: client.SimClient, crd: dict[str, Any], within: float = 20) -> None:
