@@ -55,6 +55,9 @@ class Engine:
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_incidents)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Incident changes that came while their thread's run was busy: (latest object, expire), looked at after.
+        self._seen_while_busy: dict[str, tuple[dict[str, Any], bool]] = {}
+        self._followups: set[asyncio.Task[bool]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -155,7 +158,10 @@ class Engine:
             return False
         task = self._tasks.get(incident.thread_id)
         if task is not None and not task.done():
-            return False  # (an expiry is tried again at the next sweep)
+            # A change (an answer) seen while the run is busy is looked at once it ends: no event is lost.
+            self._seen_while_busy[incident.thread_id] = (obj, expire)
+            return False
+        self._seen_while_busy.pop(incident.thread_id, None)
         approval = dict((obj.get("spec") or {}).get("approval") or {})
         task = asyncio.create_task(self._run(incident, approval, expire), name=f"aegis:{incident.thread_id}")
         self._tasks[incident.thread_id] = task
@@ -197,6 +203,15 @@ class Engine:
     def _forget(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
+        later = self._seen_while_busy.pop(key, None)
+        if later is not None and not self._closing:
+            obj, expire = later
+            self._rerun(self._ensure_running(obj, expire))
+
+    def _rerun(self, start: Any) -> None:
+        followup = asyncio.get_running_loop().create_task(start, name="aegis:rerun")
+        self._followups.add(followup)
+        followup.add_done_callback(self._followups.discard)
 
     async def _run(
         self, incident: models.Incident, approval: dict[str, Any] | None = None, expire: bool = False
