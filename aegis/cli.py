@@ -98,6 +98,14 @@ def demo(
         "--analyzer/--no-analyzer",
         help="With --kubeconfig: run the K8sGPT-compatible analyzer (off where K8sGPT's operator is installed).",
     ),
+    operator_kubeconfig: pathlib.Path | None = typer.Option(  # noqa: B008
+        None,
+        "--operator-kubeconfig",
+        help="With --kubeconfig: the operator logs in with this one instead (e.g. a token of deploy/aegis's "
+        "ServiceAccount from `kubectl create token aegis -n aegis-system`, to run it with exactly its RBAC).",
+        exists=True,
+        dir_okay=False,
+    ),
 ) -> None:
     """Run the scenarios with the real operator and report: offline on the emulated cluster, or on a real one."""
     from aegis import demo as demo_run
@@ -111,6 +119,9 @@ def demo(
         raise typer.Exit(2)
     if real is not None and kubeconfig is not None:
         err.print("[red]--real starts its own control plane: do not pass --kubeconfig with it[/red]")
+        raise typer.Exit(2)
+    if operator_kubeconfig is not None and kubeconfig is None:
+        err.print("[red]--operator-kubeconfig goes with --kubeconfig (the cluster it belongs to)[/red]")
         raise typer.Exit(2)
     paths = list(incident or [])
     if not paths:
@@ -130,6 +141,7 @@ def demo(
         sim_nodes=sim_nodes,
         real=real.resolve() if real else None,
         analyzer=analyzer,
+        operator_kubeconfig=operator_kubeconfig.resolve() if operator_kubeconfig else None,
     )
     raise typer.Exit(code)
 

@@ -74,6 +74,14 @@ class Settings(pydantic_settings.BaseSettings):
         default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease", "aegis-shadow-*"],
         description="Target namespaces never acted on (glob patterns); wins over watch_namespaces.",
     )
+    own_namespace: str = pydantic.Field(
+        default="aegis-system",
+        pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "The namespace AEGIS is installed in (deploy/aegis sets it from the downward API). Never a target, "
+            "whatever the lists above say: AEGIS opens no incidents about itself (empty: no such namespace)."
+        ),
+    )
 
     # --- Runtime ---
     state_db: pathlib.Path = pydantic.Field(
@@ -85,6 +93,32 @@ class Settings(pydantic_settings.BaseSettings):
     kube_timeout_seconds: float = pydantic.Field(default=15.0, gt=0, le=600, description="Timeout of one API call.")
     workflow_timeout_seconds: float = pydantic.Field(
         default=1800.0, gt=0, description="Longest one workflow run may take before it is failed."
+    )
+
+    # --- High availability (aegis.kube.leader: one replica, the holder of a Lease, works; the others stand by) ---
+    leader_election: bool = pydantic.Field(
+        default=False,
+        description="Compete for a coordination.k8s.io Lease; only its holder works on incidents (2+ replicas).",
+    )
+    leader_election_namespace: str = pydantic.Field(
+        default="aegis-system",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the Lease (the operator's own: deploy/aegis sets it from the downward API).",
+    )
+    leader_election_name: str = pydantic.Field(
+        default="aegis", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$", description="Name of the Lease."
+    )
+    pod_name: str = pydantic.Field(
+        default="", description="This replica's identity in the Lease (downward API); empty: host name + suffix."
+    )
+    leader_lease_seconds: int = pydantic.Field(
+        default=15, ge=1, le=3600, description="How long a standby waits, after the Lease last changed, to take over."
+    )
+    leader_renew_deadline_seconds: float = pydantic.Field(
+        default=10.0, gt=0, description="A leader that could not renew for this long stops leading (< the lease)."
+    )
+    leader_retry_seconds: float = pydantic.Field(
+        default=2.0, gt=0, description="How often the leader renews and a standby tries (< the renew deadline)."
     )
 
     # --- Remediation ---
@@ -166,10 +200,32 @@ class Settings(pydantic_settings.BaseSettings):
         description="Name of the MutatingWebhookConfiguration AEGIS manages (empty: configured by hand).",
     )
 
+    # --- Metrics ---
+    metrics_port: int = pydantic.Field(
+        default=9090, ge=0, le=65535, description="Port of GET /metrics (Prometheus) and GET /readyz; 0: off."
+    )
+    metrics_addr: str = pydantic.Field(default="0.0.0.0", description="Address the metrics server listens on.")
+
     # --- Evidence ---
     evidence_max_events: int = pydantic.Field(default=20, ge=1, le=500)
     evidence_max_pods: int = pydantic.Field(default=10, ge=1, le=200)
     evidence_log_lines: int = pydantic.Field(default=20, ge=0, le=1000)
+
+    @pydantic.field_validator("leader_renew_deadline_seconds")
+    @classmethod
+    def _deadline_within_lease(cls, value: float, info: pydantic.ValidationInfo) -> float:
+        lease = info.data.get("leader_lease_seconds")
+        if lease is not None and value >= lease:
+            raise ValueError(f"must be shorter than {ENV_PREFIX}LEADER_LEASE_SECONDS ({lease})")
+        return value
+
+    @pydantic.field_validator("leader_retry_seconds")
+    @classmethod
+    def _retry_within_deadline(cls, value: float, info: pydantic.ValidationInfo) -> float:
+        deadline = info.data.get("leader_renew_deadline_seconds")
+        if deadline is not None and value >= deadline:
+            raise ValueError(f"must be shorter than {ENV_PREFIX}LEADER_RENEW_DEADLINE_SECONDS ({deadline})")
+        return value
 
     @pydantic.field_validator("admission_key_file")
     @classmethod
@@ -214,6 +270,8 @@ class Settings(pydantic_settings.BaseSettings):
 
     def namespace_allowed(self, namespace: str) -> bool:
         """Whether AEGIS may act on a target in ``namespace``."""
+        if self.own_namespace and namespace == self.own_namespace:
+            return False
         if any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.ignore_namespaces):
             return False
         if not self.watch_namespaces:

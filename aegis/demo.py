@@ -246,6 +246,7 @@ def run(
     sim_nodes: bool = False,
     real: pathlib.Path | None = None,
     analyzer: bool = True,
+    operator_kubeconfig: pathlib.Path | None = None,
 ) -> int:
     """Run the scenarios; 0 when every one met its expected.yaml, 1 otherwise, 2 when they could not run."""
     console = Console(stderr=True, soft_wrap=True)
@@ -300,7 +301,9 @@ def run(
         ) as target:
             console.print(f"{target.description}; the operator runs in-process with the production handlers.")
             failed = asyncio.run(
-                _prepare_and_drive(target, loaded, reports, work, settings, approve, timeout, as_json, console)
+                _prepare_and_drive(
+                    target, loaded, reports, work, settings, approve, timeout, as_json, console, operator_kubeconfig
+                )
             )
     except Exception as exc:  # the cluster could not start, a kubeconfig is wrong: one line, exit 2
         failed = f"{type(exc).__name__}: {exc}"
@@ -333,6 +336,7 @@ async def _prepare_and_drive(
     limit: float,
     as_json: bool,
     console: Console,
+    operator_kubeconfig: pathlib.Path | None = None,
 ) -> str | None:
     """Check the cluster, start the operator, drive every scenario, clean up; a reason when it could not run."""
     namespaces = [s.namespace for s in loaded]
@@ -341,7 +345,9 @@ async def _prepare_and_drive(
             await _prepare(api, target, namespaces)
         except (DemoError, client.ApiError) as exc:
             return str(exc)
-        operator = OperatorThread(target.kubeconfig, settings, work / "operator.log")
+        # The demo itself (scenarios, approvals, clean-up) uses the cluster's kubeconfig; the operator may log in
+        # as someone else, e.g. deploy/aegis's ServiceAccount, to run with exactly the RBAC it is installed with.
+        operator = OperatorThread(operator_kubeconfig or target.kubeconfig, settings, work / "operator.log")
         await asyncio.get_running_loop().run_in_executor(None, operator.start)
         try:
             await demo_report.drive(

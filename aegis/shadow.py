@@ -27,6 +27,7 @@ import secrets
 from typing import Any
 
 from aegis import config, health, models, quantity
+from aegis import metrics as aegis_metrics
 from aegis.kube import client
 
 logger = logging.getLogger("aegis.shadow")
@@ -47,6 +48,15 @@ def expired(namespace: dict[str, Any], now: datetime.datetime) -> bool:
         return now.timestamp() >= int(labels.get(LABEL_EXPIRES, "0"))
     except ValueError:
         return True
+
+
+def remaining(namespaces: list[dict[str, Any]], now: datetime.datetime) -> list[str]:
+    """The names of listed shadow namespaces that stay: neither terminating nor expired (the janitor's to delete)."""
+    return [
+        ns["metadata"]["name"]
+        for ns in namespaces
+        if not ns["metadata"].get("deletionTimestamp") and not expired(ns, now)
+    ]
 
 
 def namespace_names(incident: models.Incident, attempt: int) -> tuple[str, str]:
@@ -125,10 +135,6 @@ def quota_room(quota: dict[str, Any], namespace: str) -> dict[str, Any]:
     }
 
 
-def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
-
-
 def _references(obj: Any) -> tuple[set[str], set[str], set[str]]:
     """ConfigMaps, Secrets and claims named anywhere in a workload, a pod template or a patch."""
     config_maps: set[str] = set()
@@ -158,26 +164,62 @@ def _references(obj: Any) -> tuple[set[str], set[str], set[str]]:
     return config_maps, secrets, claims
 
 
-def _pod_identity(workloads: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
-    """imagePullSecrets and non-default ServiceAccounts the workloads' pods use."""
+def _pod_identity(obj: Any) -> tuple[set[str], set[str]]:
+    """imagePullSecrets and non-default ServiceAccounts named in workloads' pod templates or in patches (a rollback
+    may return to a template that pulls with other credentials or runs as another account)."""
     pull: set[str] = set()
     accounts: set[str] = set()
-    for workload in workloads:
-        spec = _pod_spec(workload)
-        pull |= {ref.get("name") for ref in spec.get("imagePullSecrets") or [] if ref.get("name")}
-        account = spec.get("serviceAccountName") or spec.get("serviceAccount")
-        if account and account != "default":
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        refs = node.get("imagePullSecrets")
+        if isinstance(refs, list):
+            pull.update(ref["name"] for ref in refs if isinstance(ref, dict) and ref.get("name"))
+        # A pod spec's account (``serviceAccount`` is its deprecated alias); a JSON patch may set it alone.
+        account = node.get("serviceAccountName") or node.get("serviceAccount")
+        if str(node.get("path", "")).endswith(("/serviceAccountName", "/serviceAccount")):
+            account = node.get("value")
+        if isinstance(account, str) and account and account != "default":
             accounts.add(account)
+        for value in node.values():
+            walk(value)
+
+    walk(obj)
     return pull, accounts
+
+
+# Typed Secrets whose values the API server parses: their placeholders must parse too (a registry credential
+# mounted as a file, e.g. by an image builder, is refused as "invalid character 'a' looking for beginning of value").
+_PLACEHOLDERS = {
+    ("kubernetes.io/dockerconfigjson", ".dockerconfigjson"): '{"auths":{}}',
+    ("kubernetes.io/dockercfg", ".dockercfg"): "{}",
+}
+
+
+def placeholder_data(secret: dict[str, Any]) -> dict[str, str]:
+    """The keys of ``secret`` with placeholder values (base64) that the API server accepts for its type."""
+    kind = secret.get("type") or "Opaque"
+    return {
+        key: base64.b64encode(_PLACEHOLDERS.get((kind, key), PLACEHOLDER).encode()).decode()
+        for key in (secret.get("data") or {})
+    }
 
 
 class ShadowVerifier:
     """Rehearses a plan in a baseline and a candidate namespace, and judges both with a ``health.Observer``."""
 
-    def __init__(self, cluster: client.Cluster, settings: config.Settings) -> None:
+    def __init__(
+        self, cluster: client.Cluster, settings: config.Settings, metrics: aegis_metrics.Metrics | None = None
+    ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.observer = health.Observer(cluster, settings)
+        self.metrics = metrics  # counts the shadow namespaces that exist (aegis_shadow_namespaces_active)
 
     async def verify(
         self,
@@ -233,8 +275,12 @@ class ShadowVerifier:
             for ns in (baseline_ns, candidate_ns):
                 try:
                     await self.cluster.delete_namespace(ns)
+                    if self.metrics is not None:
+                        self.metrics.shadow_closed(ns)
                 except client.ClusterError as exc:  # the janitor removes it after its expiry
                     logger.warning("could not delete shadow namespace %s: %s", ns, exc)
+                    if self.metrics is not None:
+                        self.metrics.shadow_left(ns)
         reproduced = not baseline.healthy
         details.append(
             "baseline "
@@ -275,6 +321,8 @@ class ShadowVerifier:
                 }
             }
         )
+        if self.metrics is not None:
+            self.metrics.shadow_opened(name)
         await self.cluster.create(
             "ResourceQuota",
             name,
@@ -310,42 +358,45 @@ class ShadowVerifier:
         patches: list[Any] | None = None,
     ) -> None:
         objects = health.with_kinds(objects)
+        # What the workloads use now, and what the candidate's patches will make them use (a rollback may
+        # return to a ConfigMap, a Secret, pull credentials or a ServiceAccount the current revision does not use).
+        used = [o for o in objects.values() if o.get("kind") in health.WORKLOADS] + list(patches or [])
         # Registry credentials must be real to pull; a custom ServiceAccount must exist for pods to be created.
-        pull_secrets, accounts = _pod_identity([o for o in objects.values() if o.get("kind") in health.WORKLOADS])
+        pull_secrets, accounts = _pod_identity(used)
         for name in sorted(accounts):
             await self.cluster.create("ServiceAccount", ns, {"metadata": {"name": name, "namespace": ns}})
+        pulled = 0
         for name in sorted(pull_secrets):
             live = await self.cluster.get("Secret", source_ns, name)
-            if live is not None:
+            if live is not None:  # a missing one stays missing: the kubelet warns, as in production
                 await self.cluster.create("Secret", ns, _clean({**live, "kind": "Secret"}, ns))
-        # What the workloads use now, and what the candidate's patches will make them use (a rollback may
-        # return to a ConfigMap the current revision does not reference).
-        config_maps, secrets, _ = _references(
-            [o for o in objects.values() if o.get("kind") in health.WORKLOADS] + list(patches or [])
-        )
+                pulled += 1
+        config_maps, secrets, _ = _references(used)
+        copied = {"ConfigMap": 0, "Secret": 0}
         for name in sorted(config_maps):
             live = await self.cluster.get("ConfigMap", source_ns, name)
             if live is not None:  # a missing ConfigMap stays missing: that may be the failure to reproduce
                 await self.cluster.create("ConfigMap", ns, _clean({**live, "kind": "ConfigMap"}, ns))
+                copied["ConfigMap"] += 1
         for name in sorted(secrets - pull_secrets):
             live = await self.cluster.get("Secret", source_ns, name)
-            if live is None:
+            if live is None:  # a missing Secret stays missing too
                 continue
             mirror = _clean({**live, "kind": "Secret"}, ns)
             if not self.settings.shadow_copy_secrets:
-                mirror["data"] = {
-                    key: base64.b64encode(PLACEHOLDER.encode()).decode() for key in live.get("data") or {}
-                }
+                mirror["data"] = placeholder_data(live)
                 mirror.pop("stringData", None)
             await self.cluster.create("Secret", ns, mirror)
+            copied["Secret"] += 1
         objects = health.with_kinds(objects)
         order = {"ResourceQuota": -1, "PersistentVolumeClaim": 0, "Service": 1}
         for _, obj in sorted(objects.items(), key=lambda item: order.get(str(item[1].get("kind", "")), 2)):
             body = quota_room(obj, ns) if obj.get("kind") == "ResourceQuota" else _clean(obj, ns)
             await self.cluster.create(str(obj["kind"]), ns, body)
         details.append(
-            f"{ns}: copied {len(objects)} object(s), {len(config_maps)} ConfigMap(s), {len(secrets)} "
-            f"Secret(s){'' if self.settings.shadow_copy_secrets else ' with placeholder values'}"
+            f"{ns}: copied {len(objects)} object(s), {copied['ConfigMap']} ConfigMap(s), {copied['Secret']} "
+            f"Secret(s){'' if self.settings.shadow_copy_secrets else ' with placeholder values'}, "
+            f"{pulled} image pull Secret(s), {len(accounts)} ServiceAccount(s)"
         )
 
 

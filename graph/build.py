@@ -11,7 +11,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
-from graph import context, routing, state
+from graph import context, metering, routing, state
 from graph.nodes import apply, confirm, diagnose, gate, gather, intake, propose, report, verify
 
 
@@ -32,7 +32,7 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None) -> Any:
         ("confirm", confirm.run),
         ("report", report.run),
     ):
-        builder.add_node(name, node)
+        builder.add_node(name, metering.timed(name, node))  # each stage's latency, in the operator's metrics
     builder.add_edge(START, "intake")
     builder.add_edge("intake", "gather")
     builder.add_conditional_edges("gather", routing.after_gather, {"diagnose": "diagnose", "report": "report"})

@@ -60,6 +60,7 @@ class Deps:
     verifier: Any = None  # aegis.shadow.ShadowVerifier
     notifier: Any = None  # aegis.notify.Notifier: webhook messages (waiting for approval, ended); None: none
     advisor: Any = None  # aegis.llm.advisor.Advisor: the LLM's diagnoses and plans; None: rules only
+    metrics: Any = None  # aegis.metrics.Metrics: stage latency, applies, rollbacks, escalations; None: not counted
 
     @property
     def policy(self) -> policy.Policy:

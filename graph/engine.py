@@ -5,7 +5,9 @@ Result events go to its ``graph.intake.Intake`` (``Engine.on_result``,
 to run them. ``Engine.on_incident`` resumes unfinished workflows (after an
 operator restart, or with a human's answer to an approval request) and hands an
 ended incident's symptoms back to intake to look at again. ``start_janitor``
-sweeps expired shadow namespaces and ends approvals nobody gave in time.
+sweeps expired shadow namespaces and ends approvals nobody gave in time. With
+several replicas (``AEGIS_LEADER_ELECTION``) only the leader works: ``lead`` and
+``step_down`` are called when this replica gains or loses the Lease.
 
 Runs are background tasks bounded by a semaphore; one task per Incident; the
 LangGraph checkpointer decides whether a run starts, resumes or is already done,
@@ -24,7 +26,7 @@ from typing import Any
 
 from langgraph.types import Command
 
-from aegis import approvals, config, expiry, models, shadow
+from aegis import approvals, config, expiry, k8sgpt, models, shadow
 from aegis.kube import client, incidents
 from graph import context, intake
 
@@ -50,9 +52,10 @@ class Engine:
         self.store = store
         self.deps = deps
         self.graph = graph
-        self.intake = intake.Intake(
-            settings=settings, cluster=cluster, store=store, deps=deps, start=self._ensure_running
-        )
+        self.intake = self._new_intake()
+        # Several replicas (aegis.kube.leader): only the leader works; the others ignore events until lead().
+        self.active = not settings.leader_election
+        self._catch_up: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(settings.max_concurrent_incidents)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Incident changes that came while their thread's run was busy: (latest object, expire), looked at after.
@@ -65,10 +68,14 @@ class Engine:
 
     async def on_result(self, body: Mapping[str, Any]) -> intake.IntakeResult:
         """A Result was created, updated, or listed at start-up."""
+        if not self.active:
+            return intake.IntakeResult("standby", "another replica leads; this one catches up when it leads")
         return await self.intake.on_result(body)
 
     async def on_result_deleted(self, body: Mapping[str, Any]) -> intake.IntakeResult:
         """K8sGPT deleted a Result: the problem is no longer reported. Mark that source inactive."""
+        if not self.active:
+            return intake.IntakeResult("standby", "another replica leads")
         return await self.intake.on_result_deleted(body)
 
     # --- Incident events -------------------------------------------------------------------------
@@ -76,6 +83,10 @@ class Engine:
     async def on_incident(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         """An Incident was listed or changed: resume its workflow if it is unfinished."""
         obj = dict(body)
+        if self.deps.metrics is not None:  # the Incident gauges follow every Incident the watch delivers
+            self.deps.metrics.incident_seen(obj, deleted)
+        if not self.active:
+            return  # another replica leads; this one lists every Incident when it leads
         meta = obj.get("metadata") or {}
         if deleted:
             thread_prefix = f"{meta.get('namespace')}/{meta.get('name')}/"
@@ -102,6 +113,8 @@ class Engine:
         A plain loop rather than a Kopf timer: a timer would put a Kopf finalizer on every shadow
         namespace, and with the operator gone they would never finish terminating.
         """
+        if not self.active:
+            return  # started by lead()
         if interval is None:
             interval = sweep_interval(self.settings.approval_timeout_seconds)
         if self._janitor is None or self._janitor.done():
@@ -110,10 +123,13 @@ class Engine:
     async def _sweep(self, interval: float) -> None:
         while not self._closing:
             try:
-                for ns in await self.cluster.list_namespaces({shadow.LABEL_SHADOW: "true"}):
+                listed = await self.cluster.list_namespaces({shadow.LABEL_SHADOW: "true"})
+                for ns in listed:
                     if shadow.expired(ns, self.deps.clock()) and not ns["metadata"].get("deletionTimestamp"):
                         logger.info("deleting expired shadow namespace %s", ns["metadata"]["name"])
                         await self.cluster.delete_namespace(ns["metadata"]["name"])
+                if self.deps.metrics is not None:  # those that still exist: not terminating, not just deleted
+                    self.deps.metrics.shadows_found(shadow.remaining(listed, self.deps.clock()))
             except Exception as exc:  # the sweep must outlive any one failure; the next round tries again
                 logger.warning("shadow janitor: %s", intake.describe(exc))
             try:
@@ -142,6 +158,70 @@ class Engine:
                 started.append(f"{meta.get('namespace')}/{meta.get('name')}")
         return started
 
+    # --- leadership (several replicas; called by the elector's callbacks, see handlers.lifecycle) ---------
+
+    async def lead(self) -> None:
+        """This replica became the leader: list every Incident and K8sGPT Result and feed them through
+        ``on_incident`` / ``on_result``, as Kopf's listing at start-up does (unfinished workflows resume from their
+        checkpoints, exactly as after a restart), and start the janitor. Returns at once; the listing runs on."""
+        if self._closing:
+            return
+        self.active = True
+        self.start_janitor()
+        if self._catch_up is None or self._catch_up.done():
+            self._catch_up = asyncio.create_task(self._list_and_feed(), name="aegis:catch-up")
+
+    async def _list_and_feed(self) -> None:
+        delay = 1.0
+        while self.active:
+            try:
+                listed = await self.store.list()
+                results = await self.cluster.list_custom(
+                    k8sgpt.RESULT_GROUP, k8sgpt.RESULT_VERSION, k8sgpt.RESULT_PLURAL
+                )
+                break
+            except client.ClusterError as exc:  # keep trying while leading: nothing else would look at them
+                logger.warning("catching up as the leader: %s; again in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+        else:
+            return
+        logger.info("leading: catching up on %d Incident(s) and %d K8sGPT Result(s)", len(listed), len(results))
+        for obj in listed:
+            try:
+                await self.on_incident(obj)
+            except Exception as exc:  # one bad object must not stop the others
+                logger.warning("catching up on Incident %s: %s", obj.get("metadata", {}).get("name"), exc)
+        for body in results:
+            try:
+                await self.on_result(body)
+            except Exception as exc:
+                logger.warning("catching up on Result %s: %s", body.get("metadata", {}).get("name"), exc)
+
+    async def step_down(self, grace: float = 0.0) -> None:
+        """This replica no longer leads (or is about to let go): ignore events, stop the janitor and the catch-up,
+        give running workflows ``grace`` seconds and cancel the rest — they resume from their checkpoints on the
+        leader, as after a restart. Intake starts afresh (its memory of Results is the leader's business)."""
+        self.active = False
+        for task in (self._janitor, self._catch_up):
+            if task is not None:
+                task.cancel()
+        self._janitor = self._catch_up = None
+        self.intake.close()
+        self.intake = self._new_intake()
+        self._seen_while_busy.clear()
+        await self.wait_idle(grace)
+        running = [*self._tasks.values(), *self._followups]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _new_intake(self) -> intake.Intake:
+        return intake.Intake(
+            settings=self.settings, cluster=self.cluster, store=self.store, deps=self.deps, start=self._ensure_running
+        )
+
     # --- workflow runs ---------------------------------------------------------------------------
 
     async def _ensure_running(self, obj: dict[str, Any], expire: bool = False) -> bool:
@@ -149,7 +229,7 @@ class Engine:
 
         ``expire``: a wait for approval past its deadline is answered "Expired" (unless a human answered).
         """
-        if self._closing or incidents.phase_of(obj) in models.TERMINAL_PHASES:
+        if self._closing or not self.active or incidents.phase_of(obj) in models.TERMINAL_PHASES:
             return False
         try:
             incident = incidents.incident_from_object(obj)
@@ -223,8 +303,10 @@ class Engine:
             async with self._slots:
                 try:
                     snapshot = await self.graph.aget_state(config_)
-                    if snapshot.values and not snapshot.next:
-                        return  # finished before (e.g. a duplicate event after a restart)
+                    # Finished before (e.g. a duplicate event after a restart). A step whose node had saved its
+                    # writes when the process died shows no `next` but that task: it is resumed, not finished.
+                    if snapshot.values and not snapshot.next and not snapshot.tasks:
+                        return
                     payload: Any = None if snapshot.values else self._initial_state(incident)
                     if snapshot.interrupts and expire and await self._unanswered(incident):
                         payload = Command(resume={"decision": expiry.EXPIRED})  # the gate ends it Expired
@@ -311,8 +393,9 @@ class Engine:
         """Stop starting runs, give running ones a grace period, cancel the rest (they resume on restart)."""
         self._closing = True
         self.intake.close()
-        if self._janitor:
-            self._janitor.cancel()
+        for task in (self._janitor, self._catch_up):
+            if task is not None:
+                task.cancel()
         await self.wait_idle(grace)
         for task in list(self._tasks.values()):
             task.cancel()

@@ -32,7 +32,9 @@ from graph import context
 
 logger = logging.getLogger("aegis.intake")
 
-IntakeStatus = Literal["created", "joined", "unchanged", "ignored", "invalid", "noted", "stale", "deferred", "error"]
+IntakeStatus = Literal[
+    "created", "joined", "unchanged", "ignored", "invalid", "noted", "stale", "deferred", "error", "standby"
+]
 
 # After these phases the problem was fixed; a *new* report on the target is a recurrence.
 REOPEN_AFTER = frozenset({"Resolved"})

@@ -8,6 +8,7 @@ Tests isolate themselves by namespace. Tests that need it carry the ``real`` mar
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -55,8 +56,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def real_control_plane() -> Iterator[controlplane.ControlPlane]:
-    """One real control plane for the whole session (about 10 s to start)."""
-    plane = controlplane.ControlPlane(controlplane.ControlPlaneOptions(users={"alice": ["oncall"]}))
+    """One real control plane for the whole session (about 10 s to start), with its audit log (what RBAC
+    coverage counts) and ValidatingAdmissionPolicy on. Token users: ``alice`` (group ``oncall``) and ``bob``
+    (group ``guests``, granted nothing)."""
+    options = controlplane.ControlPlaneOptions(
+        users={"alice": ["oncall"], "bob": ["guests"]}, audit=True, admission_policies=True
+    )
+    plane = controlplane.ControlPlane(options)
     plane.start()
     try:
         # As a user installs them: the Incident CRD and K8sGPT's Result CRD, from deploy/.
@@ -77,3 +83,37 @@ def real_node_side(real_control_plane: controlplane.ControlPlane) -> Iterator[ob
 
     with nodes.NodeSide(real_control_plane.kubeconfig, nodes.NodeSideOptions(speed=10)) as side:
         yield side
+
+
+@dataclasses.dataclass
+class AegisInstall:
+    """``deploy/aegis`` applied to the real control plane as a user does, and a token of its ServiceAccount."""
+
+    plane: controlplane.ControlPlane
+    operator_kubeconfig: pathlib.Path  # logs in as system:serviceaccount:aegis-system:aegis
+    policy: list[dict]  # the ValidatingAdmissionPolicy and its binding, as applied (v1beta1 on v1.28)
+
+
+@pytest.fixture(scope="session")
+def aegis_installed(real_control_plane: controlplane.ControlPlane) -> Iterator[AegisInstall]:
+    """``kubectl apply --server-side -k deploy/aegis`` (the CRD, applied client-side at session start, is taken
+    over), the admission policy of ``deploy/aegis/admission-policy`` as v1beta1 (v1.28 has no v1 yet), and a
+    token for the operator's ServiceAccount from ``kubectl create token``."""
+    import yaml
+
+    kubectl(real_control_plane, "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy/aegis"))
+    text = (ROOT / "deploy/aegis/admission-policy/policy.yaml").read_text()
+    policy = [doc for doc in yaml.safe_load_all(text) if doc]
+    for doc in policy:
+        doc["apiVersion"] = "admissionregistration.k8s.io/v1beta1"
+    applied = subprocess.run(
+        ["kubectl", "--kubeconfig", str(real_control_plane.kubeconfig), "apply", "--server-side", "-f", "-"],
+        input=yaml.safe_dump_all(policy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert applied.returncode == 0, applied.stderr
+    token = kubectl(real_control_plane, "create", "token", "aegis", "-n", "aegis-system", "--duration=3h").strip()
+    path = real_control_plane.dir / "aegis-operator.kubeconfig"
+    yield AegisInstall(real_control_plane, real_control_plane.kubeconfig_with_token(token, path, user="aegis"), policy)

@@ -24,6 +24,7 @@ from typing import Any
 import kubernetes
 
 from aegis import config
+from aegis import metrics as aegis_metrics
 
 # Cluster-scoped kinds AEGIS reads: kind -> (API class, method suffix)
 _CLUSTER_KINDS: dict[str, tuple[str, str]] = {
@@ -127,9 +128,15 @@ def selector_string(selector: Mapping[str, str]) -> str:
 class Cluster:
     """The async face of the Kubernetes API that AEGIS uses."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, settings: config.Settings) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        settings: config.Settings,
+        metrics: aegis_metrics.Metrics | None = None,
+    ) -> None:
         self.api_client = api_client
         self.timeout = settings.kube_timeout_seconds
+        self.metrics = metrics  # counts failed calls (aegis_kubernetes_api_errors_total); None: not counted
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.kube_workers, thread_name_prefix="aegis-kube"
         )
@@ -154,8 +161,10 @@ class Cluster:
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None
+            self._count_error(fn, exc.status)
             raise ClusterError(f"{what}: HTTP {exc.status} {exc.reason}: {_brief(exc.body)}", exc.status) from exc
         except Exception as exc:  # connection refused, timeouts, TLS...
+            self._count_error(fn, None)
             raise ClusterError(f"{what}: {type(exc).__name__}: {exc}") from exc
         if not kwargs["_preload_content"]:
             data = response.data
@@ -165,6 +174,10 @@ class Cluster:
                 return data
             return json.loads(data) if data else {}
         return response
+
+    def _count_error(self, fn: Callable[..., Any], status: int | None) -> None:
+        if self.metrics is not None:
+            self.metrics.api_error(aegis_metrics.api_verb(getattr(fn, "__name__", "")), status)
 
     # --- reading ---------------------------------------------------------------------------------
 

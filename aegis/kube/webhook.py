@@ -13,6 +13,9 @@ serves the mutating handler of ``handlers.admission`` at ``/<handler id>`` and, 
   Kopf's own generator needs ``certbuilder``/``oscrypto``, which cannot read
   OpenSSL 3.0.10 and later. A certificate from files (e.g. cert-manager) needs neither.
 
+With leader election (several replicas), the server waits until this replica leads
+before it makes a certificate and yields its client config (``aegis.kube.leader.while_leading``).
+
 ``disabled`` is the server when the webhook is off: it never listens and never
 yields a configuration (Kopf refuses to start with admission handlers and no server).
 Kopf takes its webhook out of the configuration only on a graceful exit, so
@@ -31,7 +34,7 @@ from typing import Any
 import kopf
 
 from aegis import config
-from aegis.kube import client
+from aegis.kube import client, leader
 
 HANDLER_ID = "incident-approver"  # the webhook's path: /incident-approver
 CERT_DAYS = 3650  # made anew at every start
@@ -44,12 +47,24 @@ class MissingCryptography(RuntimeError):
 class AdmissionServer(kopf.WebhookServer):
     """Kopf's webhook server; its client config names a Service instead of a URL when one is given."""
 
-    def __init__(self, *, service: tuple[str, str, int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        service: tuple[str, str, int] | None = None,
+        leadership: leader.Leadership | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.leadership = leadership
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
-        async for client_config in super().__call__(fn):
+        configs: AsyncIterator[Any] = super().__call__(fn)
+        if self.leadership is not None:
+            # Several replicas: only the leader makes its certificate, listens and yields the client config whose CA
+            # bundle Kopf writes into the configuration (two would overwrite each other's); again at each new term.
+            configs = leader.while_leading(configs, self.leadership)
+        async for client_config in configs:
             if self.service is not None:
                 namespace, name, port = self.service
                 via_service: dict[str, Any] = {"service": {"namespace": namespace, "name": name, "port": port}}
@@ -72,8 +87,9 @@ def parse_service(value: str) -> tuple[str, str, int] | None:
     return namespace, name, int(port or 443)
 
 
-def server(settings: config.Settings) -> AdmissionServer:
-    """The webhook server these settings describe (nothing listens until Kopf starts it)."""
+def server(settings: config.Settings, leadership: leader.Leadership | None = None) -> AdmissionServer:
+    """The webhook server these settings describe (nothing listens until Kopf starts it, and with ``leadership``
+    not before this replica leads)."""
     service = parse_service(settings.admission_service)
     host = settings.admission_host
     sans: list[str] = []
@@ -83,6 +99,7 @@ def server(settings: config.Settings) -> AdmissionServer:
         host = host or sans[0]
     return AdmissionServer(
         service=service,
+        leadership=leadership,
         addr=settings.admission_addr,
         port=settings.admission_port,
         host=host,

@@ -7,7 +7,9 @@ redacted, budgeted evidence inside a per-call delimiter that the evidence cannot
 forge. A malformed answer gets one repair attempt; then the call counts as failed.
 Failures never raise: they come back as an ``Advice`` with the reason, and the
 caller keeps the rules' answer or escalates. Every call (cached or not) is recorded
-with its sizes, tokens and latency for the Incident and the demo.
+with its sizes, tokens and latency for the Incident and the demo, and counted in the
+operator's Prometheus metrics (``aegis.metrics``: calls, failures by reason, latency,
+tokens, calls queued for a slot) when a ``Metrics`` is given.
 
 Built by ``graph.runtime`` (one per operator); called by the ``diagnose`` and ``propose`` nodes.
 """
@@ -15,6 +17,7 @@ Built by ``graph.runtime`` (one per operator); called by the ``diagnose`` and ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -29,6 +32,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from aegis import actions, config, models, redact
+from aegis import metrics as aegis_metrics
 from aegis.llm import anonymize, answers, cache, digest, prompts
 
 log = logging.getLogger(__name__)
@@ -116,6 +120,20 @@ def describe_failure(exc: BaseException, settings: config.Settings) -> str:
     return f"the LLM call failed: {type(exc).__name__}: {str(exc)[:200]}"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The class of a failed call, for ``aegis_llm_failures_total{reason}`` (one of ``LLM_FAILURE_REASONS``)."""
+    if isinstance(exc, Busy):
+        return "busy"
+    if isinstance(exc, httpx.ConnectError):
+        return "unreachable"
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return "timeout"
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return "no-model" if status == 404 else "http-error"
+    return "other"
+
+
 class Advisor:
     """The LLM boundary of the workflow. ``chat_factory`` is injectable; production uses ``ollama_chat``."""
 
@@ -124,8 +142,10 @@ class Advisor:
         settings: config.Settings,
         chat_factory: ChatFactory = ollama_chat,
         answers_cache: cache.AnswerCache | None = None,
+        metrics: aegis_metrics.Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics  # None: nothing is counted
         self.chat_factory = chat_factory
         self.cache = answers_cache or cache.AnswerCache(settings.llm_cache_size, settings.llm_cache_ttl_seconds)
         self._slots: asyncio.Semaphore | None = None  # made on first use, in the loop that uses it
@@ -230,6 +250,8 @@ class Advisor:
         model = self.settings.ollama_model
         cached = self.cache.get(key)
         if cached is not None:
+            if self.metrics is not None:
+                self.metrics.llm_cached(purpose)
             return cached, [Call(purpose, model, ok=True, cached=True)], ""
         messages: list[BaseMessage] = [
             SystemMessage(redact.text(prompts.render("system", nonce=nonce))),
@@ -246,6 +268,8 @@ class Advisor:
                 call.latency_ms = int((time.monotonic() - started) * 1000)
                 call.error = describe_failure(exc, self.settings)
                 log.warning("LLM %s call failed: %s", purpose, call.error)
+                if self.metrics is not None:
+                    self.metrics.llm_failed(failure_reason(exc))
                 return None, calls, call.error
             call.latency_ms = int((time.monotonic() - started) * 1000)
             content = str(raw.content or "")
@@ -254,11 +278,15 @@ class Advisor:
             call.input_tokens = int(usage.get("input_tokens") or 0)
             call.output_tokens = int(usage.get("output_tokens") or 0)
             call.repaired = attempt == 2
+            if self.metrics is not None:
+                self.metrics.llm_answered(call.input_tokens, call.output_tokens)
             try:
                 parsed = answers.parse(purpose, content)
             except answers.InvalidAnswer as exc:
                 call.error = f"invalid answer: {exc}"
                 log.warning("LLM %s answer invalid (attempt %d): %s", purpose, attempt, exc)
+                if self.metrics is not None:
+                    self.metrics.llm_failed("invalid-answer")
                 messages = [
                     *messages[:2],
                     AIMessage(content[:2000]),
@@ -276,10 +304,15 @@ class Advisor:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.llm_concurrency)
         patience = self.settings.llm_timeout_seconds * 2
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=patience)
-        except TimeoutError:
-            raise Busy(f"the LLM was busy with other incidents for {patience:g}s") from None
+        if self._slots.locked():  # (a free slot is taken at once, without yielding)
+            queued = self.metrics.llm_queued() if self.metrics is not None else contextlib.nullcontext()
+            try:
+                with queued:  # counted in aegis_llm_queue_depth while it waits
+                    await asyncio.wait_for(self._slots.acquire(), timeout=patience)
+            except TimeoutError:
+                raise Busy(f"the LLM was busy with other incidents for {patience:g}s") from None
+        else:
+            await self._slots.acquire()
         try:
             return await self._invoke_now(purpose, messages)
         finally:
@@ -292,7 +325,12 @@ class Advisor:
             chat = self._chats[tokens] = await asyncio.to_thread(self.chat_factory, self.settings, tokens)
         structured = chat.with_structured_output(answers.SCHEMAS[purpose], method="json_schema", include_raw=True)
         deadline = self.settings.llm_timeout_seconds * 2 + 5  # connect + read timeouts, then a hard stop
-        out = await asyncio.wait_for(structured.ainvoke(messages), timeout=deadline)
+        started = time.monotonic()
+        try:
+            out = await asyncio.wait_for(structured.ainvoke(messages), timeout=deadline)
+        finally:  # every request sent counts, whatever came of it
+            if self.metrics is not None:
+                self.metrics.llm_called(purpose, time.monotonic() - started)
         raw = out["raw"] if isinstance(out, dict) else out
         if not isinstance(raw, AIMessage):
             raise TypeError(f"unexpected answer type {type(raw).__name__}")

@@ -1,7 +1,8 @@
 """Admission in the emulated API server: the checks kube-apiserver makes before it stores a write.
 
 NamespaceLifecycle (``check_namespace``: 404 for a missing namespace, 403 while it is
-terminating), the Service IP allocator (``allocate_cluster_ip``: a fresh 10.96.0.0/16
+terminating), ServiceAccount (``check_service_account``: 403 for a pod whose ServiceAccount
+does not exist), the Service IP allocator (``allocate_cluster_ip``: a fresh 10.96.0.0/16
 address, 422 for a taken one), ResourceQuota (``admit_quota``: 403 ``exceeded quota`` /
 ``must specify``; ``refresh_quotas`` keeps status.used current after every write, as the
 quota controller does; the arithmetic is in ``aegis.sim.quota``) and validation
@@ -34,6 +35,30 @@ def check_namespace(store: resources.Store, res: resources.Resource, namespace: 
             f"{res.qualified} is forbidden: unable to create new content in "
             f"namespace {namespace} because it is being terminated",
         )
+
+
+def check_service_account(store: resources.Store, res: resources.Resource, obj: dict[str, Any]) -> None:
+    """The ServiceAccount admission plugin: a pod may only be created with a ServiceAccount that exists.
+
+    ``default`` counts as existing: kube-controller-manager's serviceaccount controller creates it in every
+    namespace (the emulator has no such controller). The name in the message is the one the request gave
+    (a ReplicaSet's ``generateName`` prefix), as the plugin runs before a name is generated.
+    """
+    if res.key != ("", "pods"):
+        return
+    spec = obj.get("spec") or {}
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    namespace = obj["metadata"].get("namespace") or ""
+    if account == "default" or store.get(("", "serviceaccounts"), namespace, account) is not None:
+        return
+    name = obj["metadata"].get("name") or obj["metadata"].get("generateName") or ""
+    raise ApiError(
+        403,
+        "Forbidden",
+        f'pods "{name}" is forbidden: error looking up service account {namespace}/{account}: '
+        f'serviceaccount "{account}" not found',
+        {"name": name, "kind": "pods"},
+    )
 
 
 def allocate_cluster_ip(store: resources.Store, service: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ answers it the way kube-apiserver does where AEGIS depends on it:
 
 The other roles are in their own modules: routes, resources, ``Status`` errors and
 the object store in ``aegis.sim.resources``; admission (namespace lifecycle,
-ResourceQuota, the Service IP allocator, validation) in ``aegis.sim.admission`` and
+ServiceAccount, ResourceQuota, the Service IP allocator, validation) in ``aegis.sim.admission`` and
 defaulting in ``aegis.sim.defaults``; CRDs served and custom resources pruned to their
 schema in ``aegis.sim.customresources``; delete, finalizers, graceful pod deletion,
 namespace purge and garbage collection in ``aegis.sim.deletion`` (the ``Deletion``
@@ -234,6 +234,7 @@ class SimAPIServer(deletion.Deletion, kmock.KubernetesEmulator):
         else:
             meta.pop("namespace", None)
         admission.check_namespace(self.store, res, namespace)
+        admission.check_service_account(self.store, res, obj)
         if not meta.get("name"):
             if not meta.get("generateName"):
                 raise ApiError(

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime
 import ipaddress
+import json
 import os
 import pathlib
 import secrets
@@ -34,6 +35,13 @@ from typing import Any
 import yaml
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Every request once, at the Metadata level, when its answer is complete (watches: when they end).
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 ADMIN_USER = "aegis-admin"
 
 
@@ -157,7 +165,13 @@ class ControlPlaneOptions:
     assets: pathlib.Path | None = None
     # Extra token users: name -> groups (their tokens are in ``ControlPlane.tokens``).
     users: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    apiserver_args: list[str] = dataclasses.field(default_factory=list)  # e.g. audit log, feature gates
+    apiserver_args: list[str] = dataclasses.field(default_factory=list)  # any other kube-apiserver flags
+    # The API server's audit log (JSON lines, level Metadata: who did what to which resource, and the answer's
+    # code): ``ControlPlane.audit_events()`` reads it. What RBAC coverage tests and the benchmark count from.
+    audit: bool = False
+    # ValidatingAdmissionPolicy (beta in v1.28, off by default there): its feature gate and the
+    # admissionregistration.k8s.io/v1beta1 API. On from v1.30 on (GA, admissionregistration.k8s.io/v1).
+    admission_policies: bool = False
     start_timeout: float = 90.0
 
 
@@ -185,6 +199,7 @@ class ControlPlane:
         self.port = 0
         self.url = ""
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.audit_log = self.dir / "audit.log"
         self.certs: Certificates | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -259,6 +274,7 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--profiling=false",
                 "--v=0",
+                *self._optional_apiserver_args(),
                 *self.options.apiserver_args,
             ],
         )
@@ -307,6 +323,25 @@ class ControlPlane:
             deadline,
         )
 
+    def _optional_apiserver_args(self) -> list[str]:
+        args: list[str] = []
+        if self.options.audit:
+            policy = self.dir / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+            args += [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # an event is written before its answer is sent: nothing is late
+                "--audit-log-maxsize=0",  # never rotated (a test session writes a few hundred MB at most)
+            ]
+        if self.options.admission_policies:
+            args += [
+                "--feature-gates=ValidatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            ]
+        return args
+
     def stop(self, keep_logs: bool = False) -> None:
         for name in reversed(list(self.processes)):
             process = self.processes[name]
@@ -334,6 +369,29 @@ class ControlPlane:
         """A kubeconfig for a bearer token minted elsewhere (e.g. ``kubectl create token``)."""
         path.write_text(yaml.safe_dump(self._config(user, token)))
         return path
+
+    def audit_events(self, since: datetime.datetime | None = None, user: str | None = None) -> list[dict[str, Any]]:
+        """The audit log's events (``options.audit``), optionally only those received at or after ``since``
+        and made by ``user`` (e.g. ``system:serviceaccount:aegis-system:aegis``)."""
+        if not self.audit_log.exists():
+            return []
+        events: list[dict[str, Any]] = []
+        with self.audit_log.open(errors="replace") as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line being written as we read
+                if user is not None and (event.get("user") or {}).get("username") != user:
+                    continue
+                if since is not None:
+                    when = datetime.datetime.fromisoformat(
+                        str(event.get("requestReceivedTimestamp")).replace("Z", "+00:00")
+                    )
+                    if when < since:
+                        continue
+                events.append(event)
+        return events
 
     def log(self, component: str) -> str:
         path = self.dir / f"{component}.log"

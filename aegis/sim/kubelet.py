@@ -2,7 +2,9 @@
 
 For every container it pulls the image (ErrImagePull / ImagePullBackOff with the
 registry's error when the tag or repository does not exist, exponential
-back-off), resolves ConfigMap/Secret references (CreateContainerConfigError, or
+back-off; a ``FailedToRetrieveImagePullSecret`` warning naming the listed imagePullSecrets
+that do not exist, and the pull still attempted: the catalog's public images need no
+credentials), resolves ConfigMap/Secret references (CreateContainerConfigError, or
 FailedMount for volumes; ``aegis.sim.podconfig``), starts the program as the
 catalog describes it (``aegis.sim.programs``: its log lines, its real error when
 a required env var is missing, OOMKilled, shell scripts via ``aegis.sim.shell``),
@@ -154,6 +156,16 @@ class Kubelet:
         now = self.clock.now()
         recorder = self._events(node)
         missing_volume = podconfig.missing_volume(self.inf, pod)
+        missing_pull = podconfig.missing_pull_secrets(self.inf, pod)
+        if missing_pull and now - runtime.pull_secrets_reported_at >= 10:  # the kubelet says so on every pod sync
+            runtime.pull_secrets_reported_at = now
+            await recorder.record(
+                pod,
+                "Warning",
+                "FailedToRetrieveImagePullSecret",
+                f"Unable to retrieve some image pull secrets ({', '.join(missing_pull)}); "
+                "attempting to pull the image may not succeed.",
+            )
         # Init containers, one at a time, in order; the app containers wait until all have completed.
         initialized = True
         init_statuses = []

@@ -4,7 +4,8 @@
 ConfigMap/Secret keys, ``fieldRef``) into the variables its program gets, or the
 ``CreateContainerConfigError`` message; ``files`` gives the files its ConfigMap and
 Secret volume mounts hold; ``missing_volume`` is the ``FailedMount`` message of a
-volume whose ConfigMap or Secret does not exist. Read from the informers' caches;
+volume whose ConfigMap or Secret does not exist; ``missing_pull_secrets`` the listed
+imagePullSecrets that do not exist. Read from the informers' caches;
 called by the kubelet stand-in (``aegis.sim.kubelet``).
 """
 
@@ -31,6 +32,13 @@ def missing_volume(informers: controllers.Informers, pod: dict[str, Any]) -> str
             if informers[kind].get(ns, name) is None:
                 return f'MountVolume.SetUp failed for volume "{volume["name"]}" : {what} "{name}" not found'
     return None
+
+
+def missing_pull_secrets(informers: controllers.Informers, pod: dict[str, Any]) -> list[str]:
+    """The pod's ``imagePullSecrets`` that do not exist in its namespace, in the order listed."""
+    ns = pod["metadata"]["namespace"]
+    names = [ref.get("name") for ref in pod["spec"].get("imagePullSecrets") or [] if ref.get("name")]
+    return [name for name in names if informers["Secret"].get(ns, name) is None]
 
 
 def environment(

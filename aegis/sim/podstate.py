@@ -74,5 +74,6 @@ class PodRuntime:
     name: str = ""
     containers: dict[str, ContainerRuntime] = dataclasses.field(default_factory=dict)
     mount_reported_at: float = -1e9
+    pull_secrets_reported_at: float = -1e9
     posted_logs: dict[str, Any] = dataclasses.field(default_factory=dict)
     finished: bool = False  # deleted with grace period 0; waiting for it to leave the cache

@@ -3,12 +3,16 @@
 ``validate(kind, obj, old)`` returns ``[(field, message)]``; empty means valid. It
 covers what a remediation can get wrong: names, required fields, container names
 and images, ports, resource quantities (requests within limits), probes, replica
-counts, selectors that must match the template, and immutable fields
-(Deployment selector, PVC spec, Service clusterIP). Used by ``aegis.sim.admission``.
+counts, selectors that must match the template, immutable fields
+(Deployment selector, PVC spec, Service clusterIP), and the keys (and, for registry
+credentials, the JSON) that typed Secrets must hold. Used by ``aegis.sim.admission``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from typing import Any
 
@@ -92,6 +96,8 @@ def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Caus
                 causes.append((f"spec.ports[{index}].targetPort", f"Invalid value: {target!r}"))
         if old is not None and old_spec.get("clusterIP") and spec.get("clusterIP") != old_spec.get("clusterIP"):
             causes.append(("spec.clusterIP", "Invalid value: field is immutable"))
+    elif kind == "Secret":
+        causes += _secret(obj)
     elif kind == "PersistentVolumeClaim":
         if old is not None:
             before = {k: v for k, v in old_spec.items() if k not in ("resources", "volumeName")}
@@ -109,6 +115,43 @@ def validate(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Caus
             causes.append(("spec.resources[storage]", "Required value"))
         elif not quantity.valid(storage):
             causes.append(("spec.resources.requests.storage", f"Invalid value: {storage!r}"))
+    return causes
+
+
+# Secret types whose keys the API server requires; registry credentials must also be JSON.
+_SECRET_KEYS = {
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+}
+
+
+def _secret(obj: dict[str, Any]) -> Causes:
+    """kube-apiserver's ValidateSecret for the typed Secrets (its messages; the contents are never echoed)."""
+    kind = obj.get("type") or "Opaque"
+    data = obj.get("data") or {}
+    if kind == "kubernetes.io/basic-auth":
+        if not data.get("username") and not data.get("password"):
+            return [("data[username]", "Required value"), ("data[password]", "Required value")]
+        return []
+    causes: Causes = [(f"data[{key}]", "Required value") for key in _SECRET_KEYS.get(kind, ()) if key not in data]
+    if kind in ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg") and not causes:
+        key = _SECRET_KEYS[kind][0]
+        try:
+            text = base64.b64decode(str(data[key]), validate=True).decode("utf-8")
+            json.loads(text)
+        except (binascii.Error, UnicodeDecodeError):
+            causes.append((f"data[{key}]", 'Invalid value: "<secret contents redacted>": invalid JSON'))
+        except json.JSONDecodeError as exc:
+            start = len(text) - len(text.lstrip())
+            if start == len(text):
+                why = "unexpected end of JSON input"
+            elif exc.pos == start:  # Go's words for a value that is not JSON at all
+                why = f"invalid character {text[start]!r} looking for beginning of value"
+            else:
+                why = f"invalid JSON: {exc.msg}"
+            causes.append((f"data[{key}]", f'Invalid value: "<secret contents redacted>": {why}'))
     return causes
 
 

@@ -7,7 +7,10 @@ deadline, ReplicaFailure copied from its new ReplicaSet); a ReplicaSet keeps its
 count of live pods — a Terminating pod no longer counts and is replaced at once — and
 records ``FailedCreate`` (Warning event and ``ReplicaFailure`` condition) when the API
 refuses a pod, e.g. over a ResourceQuota; a StatefulSet creates ordered pods and their
-claims and waits for a Terminating pod to be gone before creating its name again.
+claims, waits for a Terminating pod to be gone before creating its name again, records
+``FailedCreate`` when a pod is refused (e.g. its ServiceAccount is missing) and, with the
+default ``OrderedReady`` policy, does nothing more while one of its pods is not Running and
+Ready — not even replace that pod after a template fix (kubernetes#67250).
 Each is an ordinary API client over the shared informers of ``aegis.sim.controllers``.
 Run by ``aegis.sim.cluster``.
 """
@@ -445,6 +448,10 @@ class ReplicaSetController(Controller):
 class StatefulSetController(Controller):
     component = "statefulset-controller"
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.backoff: dict[str, tuple[float, float]] = {}  # uid -> (next try, delay) after a refused create
+
     async def reconcile(self) -> None:
         await self.each("StatefulSet", self._sync)
 
@@ -457,24 +464,31 @@ class StatefulSetController(Controller):
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         strategy = spec.get("updateStrategy") or {}
         partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
-        # Scale up in ordinal order; with OrderedReady, one at a time and only behind Ready pods.
+        # Scale up in ordinal order; with OrderedReady, one at a time and only behind Ready pods: a pod that is
+        # created, terminating or not Running and Ready blocks everything after it, the rolling update too.
+        # A refused create blocks in both modes (the real controller returns the error and retries later).
+        blocked = False
         for ordinal in range(replicas):
             pod = pods.get(f"{name}-{ordinal}")
             if pod is None:
-                await self._create(sts, ordinal, revision)
-                if ordered:
+                if not await self._create(sts, ordinal, revision) or ordered:
+                    blocked = True
                     break
                 continue
             if ordered and (not alive(pod) or not pod_ready(pod)):
+                blocked = True
                 break
         # Scale down from the highest ordinal.
         for pod_name, pod in sorted(pods.items(), key=lambda item: _ordinal(item[0]), reverse=True):
+            if blocked:
+                break
             if _ordinal(pod_name) >= replicas and alive(pod):
                 await self.api.delete("Pod", ns, pod_name)
                 break
         # RollingUpdate: replace outdated pods from the highest ordinal down, only while every other pod is
-        # Running and Ready. A broken current revision therefore blocks the rollout (kubernetes#67250), as for real.
-        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        # Running and Ready. A broken current revision therefore blocks the rollout (kubernetes#67250), as for real:
+        # with OrderedReady even the broken pod itself is never replaced (a human deletes it); with Parallel it is.
+        if strategy.get("type", "RollingUpdate") == "RollingUpdate" and not blocked:
             current = [p for p in pods.values() if _ordinal(p["metadata"]["name"]) < replicas]
             for pod in sorted(current, key=lambda p: _ordinal(p["metadata"]["name"]), reverse=True):
                 ordinal = _ordinal(pod["metadata"]["name"])
@@ -508,9 +522,13 @@ class StatefulSetController(Controller):
         if {k: (sts.get("status") or {}).get(k, 0) for k in status} != status:
             await self.api.status("StatefulSet", ns, name, status)
 
-    async def _create(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
+    async def _create(self, sts: dict[str, Any], ordinal: int, revision: str) -> bool:
+        """Create pod ``ordinal`` (and its claims); False when the API refused it (``FailedCreate``, back-off)."""
         meta, spec = sts["metadata"], sts["spec"]
         ns, name = meta["namespace"], meta["name"]
+        next_try, delay = self.backoff.get(meta["uid"], (0.0, 0.0))
+        if self.clock.now() < next_try:
+            return False  # the work queue's rate limiter after a refused create
         template = copy.deepcopy(spec["template"])
         pod_spec = template.get("spec") or {}
         volumes = list(pod_spec.get("volumes") or [])
@@ -556,9 +574,21 @@ class StatefulSetController(Controller):
         }
         try:
             await self.api.create(body)
-            await self.events.record(
-                sts, "Normal", "SuccessfulCreate", f"create Pod {name}-{ordinal} in StatefulSet {name} successful"
-            )
         except client.ApiError as exc:
-            if exc.status != 409:
-                raise
+            if exc.status == 409:
+                return True
+            failure = str(exc).removeprefix(f"HTTP {exc.status}: ")
+            await self.events.record(
+                sts,
+                "Warning",
+                "FailedCreate",
+                f"create Pod {name}-{ordinal} in StatefulSet {name} failed error: {failure}",
+            )
+            delay = min(max(delay * 2, 1.0), 300.0)
+            self.backoff[meta["uid"]] = (self.clock.now() + delay, delay)
+            return False
+        self.backoff.pop(meta["uid"], None)
+        await self.events.record(
+            sts, "Normal", "SuccessfulCreate", f"create Pod {name}-{ordinal} in StatefulSet {name} successful"
+        )
+        return True

@@ -41,16 +41,16 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     if not already and {k: targets.identity(live).get(k) for k in ("uid", "spec")} != {
         k: verified.get(k) for k in ("uid", "spec")
     }:
-        return await _stop(deps, current, "the target changed after verification; nothing was applied")
+        return await _stop(deps, current, "the target changed after verification; nothing was applied", "stale")
     if stored.get("marker") == marker:
         results = [models.ActionResult.model_validate(r) for r in stored["results"]]
     else:
         try:
             results = [actions.render(a, objects[f"{a.target.kind}/{a.target.name}"], ctx) for a in plan.actions]
         except (actions.ActionError, KeyError) as exc:
-            return await _stop(deps, current, f"the plan no longer fits the target: {exc}")
+            return await _stop(deps, current, f"the plan no longer fits the target: {exc}", "stale")
         if targets.patch_digest(results) != verified.get("patches"):
-            return await _stop(deps, current, "the change would differ from the one verified in the shadow")
+            return await _stop(deps, current, "the change would differ from the one verified in the shadow", "stale")
         status = {"phase": "Applying", "actions": {"marker": marker, "results": [r.dump() for r in results]}}
         await deps.incidents.set_status(ns, incident.name, status)
 
@@ -67,7 +67,11 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             failed = result.model_copy(update={"dry_run": "failed", "dry_run_message": str(exc)})
             await _restore(deps, ns, done)
             return await _stop(
-                deps, current, f"the server-side dry-run refused {result.action.kind}: {exc}", results=[*done, failed]
+                deps,
+                current,
+                f"the server-side dry-run refused {result.action.kind}: {exc}",
+                "dry-run-refused",
+                results=[*done, failed],
             )
         try:
             await _apply(deps, ns, result, marker, target)
@@ -78,6 +82,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
                 current,
                 f"applying {result.action.kind} failed: {exc}"
                 + ("; what was applied before it was restored" if restored else ""),
+                "failed",
                 results=[*done, result.model_copy(update={"error": str(exc)})],
             )
         done.append(result.model_copy(update={"applied": True, "dry_run": "passed", "at": deps.clock()}))
@@ -94,6 +99,8 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
         phase="Applying",
         actions={"marker": marker, "results": [r.dump() for r in done]},
     )
+    if deps.metrics is not None:
+        deps.metrics.applied("applied")
     return {"results": [r.dump() for r in done], "phase": "Applying", "timeline": [line]}
 
 
@@ -122,8 +129,15 @@ async def _restore(deps: context.Deps, ns: str, done: list[models.ActionResult])
 
 
 async def _stop(
-    deps: context.Deps, current: state.IncidentState, reason: str, results: list[models.ActionResult] | None = None
+    deps: context.Deps,
+    current: state.IncidentState,
+    reason: str,
+    result: str,
+    results: list[models.ActionResult] | None = None,
 ) -> dict[str, Any]:
+    """Escalate with ``reason``; ``result`` is how the attempt counts in ``aegis_applies_total``."""
+    if deps.metrics is not None:
+        deps.metrics.applied(result)
     status: dict[str, Any] = {}
     if results:
         status["actions"] = {"results": [r.dump() for r in results]}

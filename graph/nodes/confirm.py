@@ -53,8 +53,12 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             restored.append(result.action.kind)
         except client.ClusterError as exc:
             reason = f"the fix did not heal ({problems}) and restoring the pre-image failed: {exc}"
+            if deps.metrics is not None:
+                deps.metrics.rolled_back("failed")
             line = await recording.record(deps, current, "rollback", reason)
             return {"phase": "Failed", "reason": reason, "timeline": [line]}
+    if deps.metrics is not None:
+        deps.metrics.rolled_back("restored")
     back = await observer.observe(ns, objects, expect_healthy=False, limit=30)
     outcome = models.Outcome(
         phase="RolledBack",

@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph import context, recording, state
+from graph import context, metering, recording, state
 
 
 def conclude(current: state.IncidentState) -> tuple[str, str]:
@@ -45,5 +45,6 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     if current.get("diagnosis"):
         status["diagnosis"] = current["diagnosis"]
     line = await recording.record(runtime.context, current, "report", f"{phase}: {reason}", **status)
+    metering.ended(runtime.context, current, phase)
     await recording.notify(runtime.context, current, "ended")
     return {"phase": phase, "reason": reason, "timeline": [line]}

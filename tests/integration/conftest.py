@@ -119,6 +119,7 @@ class Operator:
             # These tests drive intake and diagnosis against the bare API (no controllers run here, so nothing
             # could roll out in a shadow namespace); remediation is tested end to end in tests/e2e.
             "AEGIS_MODE": "observe",
+            "AEGIS_METRICS_PORT": "0",  # several operators at once: a test that scrapes metrics picks a free port
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -9,6 +9,7 @@ same requests.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import pathlib
@@ -20,6 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from aegis import shadow
 from aegis.sim import cluster, controlplane, server
 
 pytestmark = pytest.mark.integration
@@ -742,3 +744,124 @@ def test_terminating_pod_is_replaced_at_once(ctl: Api) -> None:
         assert old is None or old["metadata"]["deletionTimestamp"]  # the emulated kubelet may have finished it
     finally:
         ctl.call("DELETE", f"/api/v1/nodes/{node}")
+
+
+# --- pod identity: ServiceAccounts, typed Secrets -----------------------------------------------------
+
+
+def test_a_pod_needs_its_service_account(api: Api) -> None:
+    """The ServiceAccount admission plugin: a pod naming a ServiceAccount that does not exist is refused."""
+    ns = api.namespace()
+    body = pod("mailer")
+    body["spec"]["serviceAccountName"] = "mailer"
+    status, answer = api.call("POST", f"/api/v1/namespaces/{ns}/pods", body)
+    assert (status, answer["reason"]) == (403, "Forbidden")
+    assert answer["message"] == (
+        f'pods "mailer" is forbidden: error looking up service account {ns}/mailer: serviceaccount "mailer" not found'
+    )
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "mailer"}}
+    api.ok("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", account)
+    created = api.ok("POST", f"/api/v1/namespaces/{ns}/pods", body)
+    assert created["spec"]["serviceAccountName"] == "mailer"
+
+
+def _secret(name: str, kind: str, data: dict[str, str]) -> dict[str, Any]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": kind, "data": encoded}
+
+
+def test_typed_secrets_hold_their_keys_and_registry_credentials_are_json(api: Api) -> None:
+    """What a shadow's placeholder mirror of a Secret must satisfy: the keys of its type, and JSON for registry
+    credentials (a registry credential mounted as a file, say by an image builder, is mirrored too)."""
+    ns = api.namespace()
+    path = f"/api/v1/namespaces/{ns}/secrets"
+    docker = "kubernetes.io/dockerconfigjson"
+    status, answer = api.call("POST", path, _secret("no-key", docker, {"config.json": "{}"}))
+    assert status == 422 and "data[.dockerconfigjson]: Required value" in answer["message"], answer
+    status, answer = api.call("POST", path, _secret("not-json", docker, {".dockerconfigjson": shadow.PLACEHOLDER}))
+    assert status == 422, answer
+    assert (
+        'data[.dockerconfigjson]: Invalid value: "<secret contents redacted>": '
+        "invalid character 'a' looking for beginning of value"
+    ) in answer["message"]
+    status, answer = api.call("POST", path, _secret("tls", "kubernetes.io/tls", {}))
+    assert status == 422 and "data[tls.crt]: Required value" in answer["message"], answer
+    status, answer = api.call("POST", path, _secret("basic", "kubernetes.io/basic-auth", {}))
+    assert status == 422 and "data[username]: Required value" in answer["message"], answer
+    # The shadow's mirrors of typed Secrets are accepted.
+    for name, kind, keys in (
+        ("regcred", docker, [".dockerconfigjson"]),
+        ("legacy", "kubernetes.io/dockercfg", [".dockercfg"]),
+        ("smtp", "kubernetes.io/basic-auth", ["username", "password"]),
+        ("opaque", "Opaque", ["token"]),
+    ):
+        live = _secret(name, kind, {key: '{"auths":{"registry.example":{"auth":"eDp5"}}}' for key in keys})
+        mirror = {**live, "data": shadow.placeholder_data(live)}
+        assert set(mirror["data"]) == set(keys)
+        api.ok("POST", path, mirror)
+
+
+def _statefulset(name: str, policy: str, account: str | None = None) -> dict[str, Any]:
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "nodeSelector": {"aegis/none": "x"},  # never scheduled: its pod stays Pending, never Running and Ready
+        "containers": [{"name": "app", "image": "nginx:1.27", "env": [{"name": "V", "value": "1"}]}],
+    }
+    if account:
+        spec["serviceAccountName"] = account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "podManagementPolicy": policy,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
+    }
+
+
+def test_statefulset_replaces_a_pod_that_is_not_ready_only_in_parallel(ctl: Api) -> None:
+    """A template fix reaches a StatefulSet's broken pod with Parallel; OrderedReady waits for it to be Ready
+    (kubernetes#67250). A pod refused at admission is a FailedCreate event on the StatefulSet."""
+    ns = ctl.namespace()
+    base = f"/apis/apps/v1/namespaces/{ns}/statefulsets"
+    for name, policy in (("ordered", "OrderedReady"), ("parallel", "Parallel")):
+        ctl.ok("POST", base, _statefulset(name, policy))
+    ctl.ok("POST", base, _statefulset("nosa", "OrderedReady", account="cache"))
+
+    def revision(pod_name: str) -> str | None:
+        found = ctl.get(f"/api/v1/namespaces/{ns}/pods/{pod_name}")
+        return None if found is None else found["metadata"]["labels"].get("controller-revision-hash")
+
+    def settled(name: str) -> str | None:
+        sts = ctl.ok("GET", f"{base}/{name}")
+        update = (sts.get("status") or {}).get("updateRevision")
+        return update if update and revision(f"{name}-0") == update else None
+
+    before = {name: eventually(lambda n=name: settled(n), 30, f"{name}-0") for name in ("ordered", "parallel")}
+    fix = [{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "2"}]
+    for name in ("ordered", "parallel"):
+        ctl.ok("PATCH", f"{base}/{name}", fix, content_type="application/json-patch+json")
+    after = eventually(
+        lambda: (r := settled("parallel")) and r != before["parallel"] and r, 30, "parallel-0 on the new revision"
+    )
+    assert after != before["parallel"]
+    time.sleep(3)  # the controller has long acted on both
+    assert revision("ordered-0") == before["ordered"], "OrderedReady replaced a pod that was never Ready"
+    assert ctl.ok("GET", f"{base}/ordered")["status"]["updateRevision"] != before["ordered"]
+
+    def failed() -> list[str]:
+        return [
+            e["message"]
+            for e in ctl.ok("GET", f"/api/v1/namespaces/{ns}/events")["items"]
+            if e["reason"] == "FailedCreate" and e["involvedObject"]["name"] == "nosa" and e["type"] == "Warning"
+        ]
+
+    assert eventually(failed, 20, "FailedCreate on the StatefulSet")[0] == (
+        f'create Pod nosa-0 in StatefulSet nosa failed error: pods "nosa-0" is forbidden: '
+        f'error looking up service account {ns}/cache: serviceaccount "cache" not found'
+    )
+    assert ctl.get(f"/api/v1/namespaces/{ns}/pods/nosa-0") is None

@@ -324,3 +324,57 @@ def test_k8sgpt_results_like_the_operator_writes_them(lab: tuple[cluster.SimClus
     )
     wait_for(lambda: result() is None, 40, what="the Result to be deleted")
     assert sim.running is not None and sim.running.analyzer is not None and sim.running.analyzer.cycles >= 3
+
+
+def test_pods_need_their_service_account_and_say_when_a_pull_secret_is_missing(
+    lab: tuple[cluster.SimCluster, Kube],
+) -> None:
+    """A pod whose ServiceAccount is missing is refused (the ReplicaSet's FailedCreate) until it exists; a missing
+    imagePullSecret is the kubelet's FailedToRetrieveImagePullSecret warning, and a public image is pulled anyway."""
+    _, kube = lab
+    sleeper = {"name": "app", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 3600"]}
+    deploy(kube, "mailer", sleeper, replicas=1, serviceAccountName="mailer")
+
+    def refused() -> str | None:
+        for rs in kube.apps.list_namespaced_replica_set(NS, label_selector="app=mailer").items:
+            for _, reason, message in events_for(kube, rs.metadata.name):
+                if reason == "FailedCreate":
+                    return message
+        return None
+
+    message = wait_for(refused, 20, what="FailedCreate for the missing ServiceAccount")
+    assert message.startswith('Error creating: pods "mailer-') and message.endswith(
+        f'is forbidden: error looking up service account {NS}/mailer: serviceaccount "mailer" not found'
+    )
+    assert pods(kube, "mailer") == []
+    kube.core.create_namespaced_service_account(NS, {"metadata": {"name": "mailer"}})
+    wait_for(
+        lambda: any(cs.ready for p in pods(kube, "mailer") for cs in p.status.container_statuses or []),
+        30,
+        what="the pod once its ServiceAccount exists",
+    )
+
+    kube.core.create_namespaced_secret(
+        NS,
+        {
+            "metadata": {"name": "present"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": '{"auths":{"registry.example":{"auth":"eDp5"}}}'},
+        },
+    )
+    deploy(kube, "puller", sleeper, replicas=1, imagePullSecrets=[{"name": "regcred"}])
+    deploy(kube, "pulled", sleeper, replicas=1, imagePullSecrets=[{"name": "present"}])
+    for app in ("puller", "pulled"):
+        wait_for(
+            lambda app=app: any(cs.ready for p in pods(kube, app) for cs in p.status.container_statuses or []),
+            30,
+            what=f"{app} running (busybox is public)",
+        )
+    puller = pods(kube, "puller")[0].metadata.name
+    assert (
+        "Warning",
+        "FailedToRetrieveImagePullSecret",
+        "Unable to retrieve some image pull secrets (regcred); attempting to pull the image may not succeed.",
+    ) in events_for(kube, puller)
+    pulled = pods(kube, "pulled")[0].metadata.name
+    assert not [e for e in events_for(kube, pulled) if e[1] == "FailedToRetrieveImagePullSecret"]

@@ -309,6 +309,59 @@ async def test_the_handler_binds_the_stamp_to_the_stored_objects_uid() -> None:
     assert patch["spec"]["approval"] == {"approvedBy": None, "identity": None}
 
 
+async def _handle(old: Any, new: Any, memo: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """The handler's patch and what it logged, for one request by alice."""
+    import logging
+
+    import kopf
+
+    from handlers import admission
+
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("test.admission")
+    logger.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        patch = kopf.Patch()
+        await admission.stamp_approver(
+            old=old, new=new, userinfo=ALICE, patch=patch,
+            memo=kopf.Memo(admission_secret=KEY) if memo is None else memo, logger=logger,
+        )  # fmt: skip
+    finally:
+        logger.removeHandler(handler)
+    return dict(patch), [r.getMessage() for r in records]
+
+
+async def test_typing_some_of_the_stamp_with_the_decision_is_still_stamped_admitted_and_logged_as_such() -> None:
+    """Seen on the real API server: alice's `approvedBy: alice` beside her decision made the handler raise (the
+    patch left it out), and Kopf answered "denied the request: 'approvedBy'"; a typed `identity: admission` made
+    the log say "reset" instead of who approved."""
+    for typed in ({"approvedBy": "alice@example.com"}, {"identity": "admission", "approvedBy": "the-ceo"}):
+        patch, said = await _handle(_body("Pending", UID), _body("Approved", UID, **typed))
+        approval = applied(spec("Approved", **typed), patch["spec"]["approval"])
+        assert approvals.approver(approval, secret=KEY, **WHERE) == {"by": "alice@example.com", "verified": True}
+        assert said == ["Approved by alice@example.com (as the API server authenticated them)"], typed
+    # A rewritten stamp with the decision left alone is put back, and logged as a reset.
+    stamped = applied(
+        spec("Approved"), (await _handle(_body("Pending", UID), _body("Approved", UID)))[0]["spec"]["approval"]
+    )
+    forged = {**stamped, "approvedBy": "the-ceo"}
+    patch, said = await _handle(_body(**stamped, uid=UID), _body(**forged, uid=UID))
+    assert patch["spec"]["approval"] == {"approvedBy": "alice@example.com"}
+    assert said == ["approval identity fields not written by AEGIS were reset: approvedBy"]
+
+
+async def test_an_error_while_stamping_admits_the_write_unstamped() -> None:
+    """The webhook fails open on its own errors too (a raising Kopf handler would deny the user's write)."""
+    import kopf
+
+    patch, said = await _handle(_body("Pending", UID), _body("Approved", UID), memo=kopf.Memo())  # no secret
+    assert patch == {}
+    assert said == ["could not stamp the approver; the write goes through unstamped (so unverified)"]
+
+
 # --- a configuration left behind, with the webhook now off -------------------------------------------------------
 
 

@@ -33,3 +33,12 @@ def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
     message = str(caught.value)
     assert "AEGIS_MAX_CONCURRENT_INCIDENTS" in message
     assert "AEGIS_OLLAMA_URL" in message
+
+
+def test_its_own_namespace_is_never_a_target_whatever_the_lists_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AEGIS_IGNORE_NAMESPACES", "kube-system")  # a user's own list, without aegis-system
+    monkeypatch.setenv("AEGIS_WATCH_NAMESPACES", "*")
+    assert not config.load_settings().namespace_allowed("aegis-system")
+    monkeypatch.setenv("AEGIS_OWN_NAMESPACE", "platform-aegis")
+    settings = config.load_settings()
+    assert not settings.namespace_allowed("platform-aegis") and settings.namespace_allowed("aegis-system")

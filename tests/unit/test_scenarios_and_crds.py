@@ -78,3 +78,32 @@ def test_scenario_errors_are_clear(tmp_path: pathlib.Path) -> None:
     with pytest.raises(scenarios.ScenarioError, match="exactly one namespace"):
         scenarios.load(tmp_path)
     assert "ConfigMap" in client.KINDS
+
+
+def test_scenarios_exercise_the_shadows_identity_and_secret_copies() -> None:
+    """The real tier proves every RBAC grant by use: some healing scenario must pull with an imagePullSecret, run
+    as its own ServiceAccount, read a Secret through env, and be a StatefulSet. What a heal scenario's pods name
+    exists in its manifests (a missing one would be another failure than the one the scenario is about)."""
+    pull, accounts, env_secrets, kinds = set(), set(), set(), set()
+    for path in scenarios.discover(EXAMPLES):
+        scenario = scenarios.load(path)
+        if scenario.expected.outcome != "heal":
+            continue
+        kinds.add(scenario.expected.target_kind)
+        present = {(doc["kind"], doc["metadata"]["name"]) for doc in scenario.manifests}
+        for doc in scenario.manifests + scenario.change:
+            spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for ref in spec.get("imagePullSecrets") or []:
+                assert ("Secret", ref["name"]) in present, (scenario.name, ref)
+                pull.add(scenario.name)
+            if spec.get("serviceAccountName", "default") != "default":
+                assert ("ServiceAccount", spec["serviceAccountName"]) in present, scenario.name
+                accounts.add(scenario.name)
+            for container in spec.get("containers") or []:
+                for env in container.get("env") or []:
+                    ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                    if ref:
+                        assert ("Secret", ref["name"]) in present, (scenario.name, ref)
+                        env_secrets.add(scenario.name)
+    assert pull and accounts and env_secrets, (pull, accounts, env_secrets)
+    assert "StatefulSet" in kinds
