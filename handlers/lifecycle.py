@@ -29,7 +29,7 @@ from typing import Any
 import kopf
 
 from aegis import approvals, config, metrics_server
-from aegis.kube import client, leader, webhook
+from aegis.kube import client, leader, leases, webhook
 from graph import runtime
 
 STOP_GRACE_SECONDS = 5.0  # a stopping leader's runs may finish within this; the rest resume on the next leader
@@ -151,7 +151,7 @@ def _elect(memo: kopf.Memo, aegis_settings: Any, logger: logging.Logger) -> None
         raise kopf.PermanentError("leader election needs the engine's Kubernetes client")
     options = leader.Options.from_settings(aegis_settings)
     memo.elector = leader.Elector(
-        leader.KubeLeases(cluster.api_client, timeout=options.renew_deadline_seconds / 2),
+        leases.KubeLeases(cluster.api_client, timeout=options.renew_deadline_seconds / 2),
         options,
         leadership=memo.leadership,
         on_started_leading=memo.engine.lead,
@@ -179,7 +179,7 @@ async def _stop_electing(memo: kopf.Memo, logger: logging.Logger) -> None:
     if elector.leadership.is_leader:
         await memo.engine.step_down(grace=STOP_GRACE_SECONDS)
     await elector.stop(release=True)
-    if isinstance(elector.api, leader.KubeLeases):
+    if isinstance(elector.api, leases.KubeLeases):
         elector.api.close()
     logger.info("leader election: stopped competing for Lease %s", elector.where)
 

@@ -19,7 +19,7 @@ How (the semantics of client-go's leaderelection, with its record fields ``holde
   over at its next try instead of waiting the lease out.
 
 ``decide``, ``claim``, ``released``, ``observe`` and ``still_leading`` are the pure decisions (unit-tested
-with plain data); ``Elector`` applies them over a ``LeaseApi`` (``KubeLeases`` for the real one); and
+with plain data); ``Elector`` applies them over a ``leases.LeaseApi`` (``leases.KubeLeases`` for the real one); and
 ``Leadership`` is the state others watch: the engine's start/stop callbacks are called on each change, the
 admission webhook (``aegis.kube.webhook``) waits for it through ``while_leading``, and readiness reads
 ``Leadership.is_leader``. Started and stopped by ``handlers.lifecycle``; nothing runs at import time.
@@ -28,22 +28,18 @@ admission webhook (``aegis.kube.webhook``) waits for it through ``while_leading`
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import functools
-import json
 import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol, TypeVar
-
-import kubernetes
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from aegis import config
+from aegis.kube import leases
 
 logger = logging.getLogger("aegis.leader")
 
@@ -56,46 +52,15 @@ _NOTHING: Any = object()
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
-    """A Lease's spec, as leader election reads and writes it."""
-
-    holder: str = ""
-    lease_seconds: int = 0
-    acquire_time: str | None = None
-    renew_time: str | None = None
-    transitions: int = 0
-
-    @classmethod
-    def from_lease(cls, lease: Mapping[str, Any]) -> Record:
-        spec = lease.get("spec") or {}
-        return cls(
-            holder=str(spec.get("holderIdentity") or ""),
-            lease_seconds=int(spec.get("leaseDurationSeconds") or 0),
-            acquire_time=spec.get("acquireTime"),
-            renew_time=spec.get("renewTime"),
-            transitions=int(spec.get("leaseTransitions") or 0),
-        )
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "holderIdentity": self.holder,
-            "leaseDurationSeconds": self.lease_seconds,
-            "acquireTime": self.acquire_time,
-            "renewTime": self.renew_time,
-            "leaseTransitions": self.transitions,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
 class Seen:
     """The Lease as last read: its record, its resourceVersion, and when (our monotonic clock) it last changed."""
 
-    record: Record
+    record: leases.Record
     resource_version: str | None
     changed_at: float
 
 
-def observe(previous: Seen | None, record: Record, resource_version: str | None, now: float) -> Seen:
+def observe(previous: Seen | None, record: leases.Record, resource_version: str | None, now: float) -> Seen:
     """What we know after reading ``record``: the time of change moves only when the record is not the one seen."""
     if previous is not None and previous.record == record:
         return dataclasses.replace(previous, resource_version=resource_version)
@@ -119,25 +84,20 @@ def decide(seen: Seen | None, identity: str, now: float) -> Action:
     return "wait"
 
 
-def micro_time(at: datetime.datetime) -> str:
-    """A ``MicroTime`` as the API server writes it (RFC 3339, microseconds, UTC)."""
-    return at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def claim(previous: Record | None, identity: str, lease_seconds: int, at: datetime.datetime) -> Record:
+def claim(previous: leases.Record | None, identity: str, lease_seconds: int, at: datetime.datetime) -> leases.Record:
     """The record ``identity`` writes to hold the Lease: a renewal keeps the acquire time and the count of
     transitions; a new holder starts its own term (one transition more)."""
-    stamp = micro_time(at)
+    stamp = leases.micro_time(at)
     if previous is not None and previous.holder == identity:
-        return Record(identity, lease_seconds, previous.acquire_time or stamp, stamp, previous.transitions)
+        return leases.Record(identity, lease_seconds, previous.acquire_time or stamp, stamp, previous.transitions)
     transitions = 0 if previous is None else previous.transitions + 1
-    return Record(identity, lease_seconds, stamp, stamp, transitions)
+    return leases.Record(identity, lease_seconds, stamp, stamp, transitions)
 
 
-def released(previous: Record, at: datetime.datetime) -> Record:
+def released(previous: leases.Record, at: datetime.datetime) -> leases.Record:
     """The record a leader writes when it lets go: no holder, a one-second lease (as client-go's release)."""
-    stamp = micro_time(at)
-    return Record("", 1, stamp, stamp, previous.transitions)
+    stamp = leases.micro_time(at)
+    return leases.Record("", 1, stamp, stamp, previous.transitions)
 
 
 def still_leading(renewed_at: float | None, now: float, renew_deadline: float) -> bool:
@@ -219,82 +179,6 @@ async def while_leading(items: AsyncIterator[T], leadership: Leadership) -> Asyn
             await pending_item  # let the source's own clean-up run (e.g. the webhook server stops listening)
 
 
-# --- the Lease API -----------------------------------------------------------------------------------------
-
-
-class LeaseError(RuntimeError):
-    """A Lease call failed (API unreachable, timeout, forbidden...): no news about the Lease."""
-
-
-class LeaseConflict(LeaseError):
-    """A write lost a race: the Lease changed since it was read (409), or was created meanwhile."""
-
-
-class LeaseApi(Protocol):
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def lease_body(namespace: str, name: str, record: Record, resource_version: str | None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if resource_version:
-        metadata["resourceVersion"] = resource_version  # the write fails with 409 if anyone wrote since
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": record.spec()}
-
-
-class KubeLeases:
-    """``LeaseApi`` on the ``kubernetes`` client's ``CoordinationV1Api`` (verbs: get, create, update).
-
-    The blocking calls run in a thread of their own rather than in ``aegis.kube.client.Cluster``'s pool: a
-    renewal must never queue behind workflow calls (evidence, shadow copies) when every worker is busy.
-    """
-
-    def __init__(self, api_client: kubernetes.client.ApiClient, timeout: float) -> None:
-        self._api = kubernetes.client.CoordinationV1Api(api_client)
-        self.timeout = timeout
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="aegis-leader")
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
-        call = functools.partial(fn, *args, _preload_content=False, _request_timeout=self.timeout)
-        try:
-            response = await asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            if exc.status == 409:
-                raise LeaseConflict(f"{what}: HTTP 409 {exc.reason}") from exc
-            raise LeaseError(f"{what}: HTTP {exc.status} {exc.reason}") from exc
-        except Exception as exc:  # connection refused, timeouts, TLS...
-            raise LeaseError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        data = response.data
-        return json.loads(data) if data else {}
-
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call(f"get Lease {namespace}/{name}", self._api.read_namespaced_lease, name, namespace)
-
-    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        created = await self._call(
-            f"create Lease {namespace}/{name}", self._api.create_namespaced_lease, namespace, body
-        )
-        if created is None:
-            raise LeaseError(f"create Lease {namespace}/{name}: namespace {namespace} not found")
-        return created
-
-    async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        fn = self._api.replace_namespaced_lease
-        replaced = await self._call(f"update Lease {namespace}/{name}", fn, name, namespace, body)
-        if replaced is None:
-            raise LeaseConflict(f"update Lease {namespace}/{name}: it was deleted")
-        return replaced
-
-
 # --- the elector -------------------------------------------------------------------------------------------
 
 
@@ -335,7 +219,7 @@ class Elector:
 
     def __init__(
         self,
-        api: LeaseApi,
+        api: leases.LeaseApi,
         options: Options,
         *,
         leadership: Leadership | None = None,
@@ -425,7 +309,7 @@ class Elector:
         None (no news: the API failed, or our write lost a race and the Lease must be read again)."""
         try:
             lease = await self.api.get(self.options.namespace, self.options.name)
-        except LeaseError as exc:
+        except leases.LeaseError as exc:
             self._trouble(f"reading Lease {self.where}: {exc}")
             return None
         now = self.clock()
@@ -433,7 +317,7 @@ class Elector:
             self._seen = None
         else:
             version = (lease.get("metadata") or {}).get("resourceVersion")
-            self._seen = observe(self._seen, Record.from_lease(lease), version, now)
+            self._seen = observe(self._seen, leases.Record.from_lease(lease), version, now)
             self._note_holder(self._seen.record.holder)
         action = decide(self._seen, self.identity, now)
         self._last_action = action
@@ -444,20 +328,20 @@ class Elector:
         sent = self.clock()
         try:
             if self._seen is None:
-                body = lease_body(self.options.namespace, self.options.name, record, None)
+                body = leases.lease_body(self.options.namespace, self.options.name, record, None)
                 written = await self.api.create(self.options.namespace, body)
             else:
-                body = lease_body(self.options.namespace, self.options.name, record, self._seen.resource_version)
+                body = leases.lease_body(self.options.namespace, self.options.name, record, self._seen.resource_version)
                 written = await self.api.replace(self.options.namespace, self.options.name, body)
-        except LeaseConflict as exc:
+        except leases.LeaseConflict as exc:
             logger.debug("Lease %s: %s (someone else wrote it first)", self.where, exc)
             return None
-        except LeaseError as exc:
+        except leases.LeaseError as exc:
             self._trouble(f"writing Lease {self.where}: {exc}")
             return None
         self._last_trouble = ""
         version = (written.get("metadata") or {}).get("resourceVersion")
-        self._seen = Seen(Record.from_lease(written), version, self.clock())
+        self._seen = Seen(leases.Record.from_lease(written), version, self.clock())
         self._renewed_at = sent
         self._note_holder(self.identity)
         return True
@@ -501,16 +385,16 @@ class Elector:
         if release:
             try:
                 await asyncio.wait_for(self._release(), timeout=self.options.renew_deadline_seconds)
-            except (TimeoutError, LeaseError) as exc:
+            except (TimeoutError, leases.LeaseError) as exc:
                 logger.warning("could not release Lease %s (it expires by itself): %s", self.where, exc)
 
     async def _release(self) -> None:
         lease = await self.api.get(self.options.namespace, self.options.name)
-        if lease is None or Record.from_lease(lease).holder != self.identity:
+        if lease is None or leases.Record.from_lease(lease).holder != self.identity:
             return  # taken over meanwhile: not ours to release
         version = (lease.get("metadata") or {}).get("resourceVersion")
-        record = released(Record.from_lease(lease), self.wall())
-        body = lease_body(self.options.namespace, self.options.name, record, version)
+        record = released(leases.Record.from_lease(lease), self.wall())
+        body = leases.lease_body(self.options.namespace, self.options.name, record, version)
         await self.api.replace(self.options.namespace, self.options.name, body)
         self._renewed_at = None
         logger.info("released Lease %s: the next replica takes over at once", self.where)

@@ -62,7 +62,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
             done.append(result.model_copy(update={"applied": True, "dry_run": "passed"}))
             continue  # applied before a restart: never twice
         try:
-            await shadow.apply_to(deps.cluster, ns, targets.mark(result, marker, target), dry_run=True)
+            target = await patch_fresh(deps.cluster, ns, result, marker, target, dry_run=True)
         except client.ClusterError as exc:
             failed = result.model_copy(update={"dry_run": "failed", "dry_run_message": str(exc)})
             await _restore(deps, ns, done)
@@ -74,7 +74,7 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
                 results=[*done, failed],
             )
         try:
-            await _apply(deps, ns, result, marker, target)
+            await patch_fresh(deps.cluster, ns, result, marker, target)
         except client.ClusterError as exc:
             restored = await _restore(deps, ns, done)
             return await _stop(
@@ -104,19 +104,31 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     return {"results": [r.dump() for r in done], "phase": "Applying", "timeline": [line]}
 
 
-async def _apply(deps: context.Deps, ns: str, result: models.ActionResult, marker: str, target: dict[str, Any]) -> None:
-    """The real patch, with the live resourceVersion as precondition; a status-only change in between is retried."""
+async def patch_fresh(
+    cluster: client.Cluster,
+    ns: str,
+    result: models.ActionResult,
+    marker: str,
+    target: dict[str, Any],
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """The patch (or its server-side dry run) with the live resourceVersion as precondition; the object it was
+    made against is returned. A controller writing the target's status in between (a real one does, many times
+    a second while pods crash) fails the precondition — 409, or 422 for a JSON patch's ``test`` — without anything
+    having changed that matters: read it again and retry while its uid and spec are the ones verified."""
     for attempt in range(_CONFLICT_RETRIES):
         try:
-            await shadow.apply_to(deps.cluster, ns, targets.mark(result, marker, target))
-            return
+            await shadow.apply_to(cluster, ns, targets.mark(result, marker, target), dry_run=dry_run)
+            return target
         except client.ClusterError as exc:
             if exc.status not in (409, 422) or attempt == _CONFLICT_RETRIES - 1 or result.patch_type == "recreate":
                 raise
-            fresh = await deps.cluster.get(result.action.target.kind, ns, result.action.target.name)
+            fresh = await cluster.get(result.action.target.kind, ns, result.action.target.name)
             if fresh is None or targets.identity(fresh) != targets.identity(target):
                 raise  # the spec changed under us: not the object that was verified any more
             target = fresh
+    raise AssertionError("unreachable")  # pragma: no cover  (the last attempt returns or raises)
 
 
 async def _restore(deps: context.Deps, ns: str, done: list[models.ActionResult]) -> bool:

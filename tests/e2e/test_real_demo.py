@@ -68,6 +68,9 @@ def now() -> datetime.datetime:
 
 @pytest.fixture(scope="module")
 def installed(aegis_installed: Any) -> Installed:
+    # As on a fresh install: no Lease yet (an earlier module's operator may have made one), so the first run
+    # creates it, as every first start in a cluster does.
+    kubectl(aegis_installed.plane.kubeconfig, "delete", "lease", "aegis", "-n", "aegis-system", "--ignore-not-found")
     return Installed(aegis_installed.plane, aegis_installed.operator_kubeconfig)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from aegis.kube import leader
+from aegis.kube import leader, leases
 from aegis.sim import controlplane
 from tests.conftest import kubectl
 
@@ -43,13 +43,13 @@ def namespace(real_control_plane: controlplane.ControlPlane) -> Iterator[str]:
 class CutOff:
     """A replica's way to the API server that can be cut (a network partition, for that replica only)."""
 
-    def __init__(self, api: leader.LeaseApi) -> None:
+    def __init__(self, api: leases.LeaseApi) -> None:
         self.api = api
         self.down = False
 
     def _check(self) -> None:
         if self.down:
-            raise leader.LeaseError("connection refused (partitioned)")
+            raise leases.LeaseError("connection refused (partitioned)")
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._check()
@@ -90,8 +90,8 @@ class Pair:
 @pytest.fixture()
 async def pair(real_control_plane: controlplane.ControlPlane, namespace: str) -> AsyncIterator[Pair]:
     clients = [kubernetes.config.new_client_from_config(config_file=str(real_control_plane.kubeconfig)) for _ in "ab"]
-    leases = [leader.KubeLeases(api, timeout=RENEW_DEADLINE / 2) for api in clients]
-    links = {name: CutOff(api) for name, api in zip("ab", leases, strict=True)}
+    apis = [leases.KubeLeases(api, timeout=RENEW_DEADLINE / 2) for api in clients]
+    links = {name: CutOff(api) for name, api in zip("ab", apis, strict=True)}
     electors = {
         name: leader.Elector(
             links[name],
@@ -124,7 +124,7 @@ async def pair(real_control_plane: controlplane.ControlPlane, namespace: str) ->
         sampler.cancel()
         for e in electors.values():
             await e.stop(release=False)
-        for api_leases, api in zip(leases, clients, strict=True):
+        for api_leases, api in zip(apis, clients, strict=True):
             api_leases.close()
             api.close()
         with contextlib.suppress(asyncio.CancelledError):

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from aegis import config
-from aegis.kube import leader
+from aegis.kube import leader, leases
 
 WALL = datetime.datetime(2026, 11, 21, 10, 0, tzinfo=datetime.UTC)
 
 
 def record(
     holder: str = "a", lease: int = 15, renewed: str = "2026-11-21T10:00:00.000000Z", n: int = 0
-) -> leader.Record:
-    return leader.Record(holder, lease, "2026-11-21T09:00:00.000000Z", renewed, n)
+) -> leases.Record:
+    return leases.Record(holder, lease, "2026-11-21T09:00:00.000000Z", renewed, n)
 
 
 # --- the pure decisions ----------------------------------------------------------------------------------
@@ -127,38 +127,38 @@ class Leases:
 
     async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.lease is not None:
-            raise leader.LeaseConflict("AlreadyExists")
+            raise leases.LeaseConflict("AlreadyExists")
         return self._store(body)
 
     async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.lease is None or body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
-            raise leader.LeaseConflict("Conflict")
+            raise leases.LeaseConflict("Conflict")
         return self._store(body)
 
 
 class View:
     """One replica's way to the API: it can be cut off (a partition), or delay a write until told to go on."""
 
-    def __init__(self, leases: Leases) -> None:
-        self.leases = leases
+    def __init__(self, store: Leases) -> None:
+        self.leases = store
         self.down = False
         self.hold_writes: asyncio.Event | None = None
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         if self.down:
-            raise leader.LeaseError("connection refused")
+            raise leases.LeaseError("connection refused")
         return await self.leases.get(namespace, name)
 
     async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.down:
-            raise leader.LeaseError("connection refused")
+            raise leases.LeaseError("connection refused")
         return await self.leases.create(namespace, body)
 
     async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.hold_writes is not None:
             await self.hold_writes.wait()
         if self.down:
-            raise leader.LeaseError("connection refused")
+            raise leases.LeaseError("connection refused")
         return await self.leases.replace(namespace, name, body)
 
 
@@ -201,11 +201,11 @@ async def rounds(clock: Clock, electors: list[leader.Elector], seconds: float, s
 
 
 async def test_one_leads_the_other_takes_over_only_after_the_lease_expired_on_its_clock() -> None:
-    clock, leases, calls = Clock(), Leases(), Calls()
-    a, b = elector("a", View(leases), clock, calls), elector("b", View(leases), clock, calls)
+    clock, store, calls = Clock(), Leases(), Calls()
+    a, b = elector("a", View(store), clock, calls), elector("b", View(store), clock, calls)
     await rounds(clock, [a, b], 10)
     assert a.leadership.is_leader and not b.leadership.is_leader
-    assert leases.writes == ["a"] * 5 and b.leadership.holder == "a"
+    assert store.writes == ["a"] * 5 and b.leadership.holder == "a"
     # a dies (no more renewals, no release): b waits out the lease from the last change it saw, then takes over.
     died = clock.now
     while not b.leadership.is_leader:
@@ -213,15 +213,15 @@ async def test_one_leads_the_other_takes_over_only_after_the_lease_expired_on_it
         assert b.leadership.is_leader or clock.now - died < 15
         clock.now += 2.0
     assert clock.now - 2.0 - died <= 15 + 2  # within the lease and one retry
-    assert leases.lease is not None and leases.lease["spec"]["leaseTransitions"] == 1
+    assert store.lease is not None and store.lease["spec"]["leaseTransitions"] == 1
     assert calls.log == ["a leads", "b leads"]
 
 
 async def test_two_candidates_racing_for_an_expired_lease_never_both_win() -> None:
-    clock, leases = Clock(), Leases()
-    leases.lease = {"metadata": {"resourceVersion": "0"}, "spec": record("gone").spec()}
-    b_view = View(leases)
-    a, b = elector("a", View(leases), clock), elector("b", b_view, clock)
+    clock, store = Clock(), Leases()
+    store.lease = {"metadata": {"resourceVersion": "0"}, "spec": record("gone").spec()}
+    b_view = View(store)
+    a, b = elector("a", View(store), clock), elector("b", b_view, clock)
     await a.tick(), await b.tick()  # both see the dead holder's record
     clock.now += 16
     b_view.hold_writes = asyncio.Event()
@@ -231,15 +231,15 @@ async def test_two_candidates_racing_for_an_expired_lease_never_both_win() -> No
     b_view.hold_writes.set()
     await racing_b  # b's write carries version 0: 409
     assert a.leadership.is_leader and not b.leadership.is_leader
-    assert leases.writes == ["a"]
+    assert store.writes == ["a"]
     await b.tick()
     assert not b.leadership.is_leader and b.leadership.holder == "a"
 
 
 async def test_a_leader_that_cannot_renew_steps_down_before_the_other_may_lead() -> None:
-    clock, leases, calls = Clock(), Leases(), Calls()
-    a_view = View(leases)
-    a, b = elector("a", a_view, clock, calls), elector("b", View(leases), clock, calls)
+    clock, store, calls = Clock(), Leases(), Calls()
+    a_view = View(store)
+    a, b = elector("a", a_view, clock, calls), elector("b", View(store), clock, calls)
     await rounds(clock, [a, b], 4)
     a_view.down = True  # a is cut off from the API server; b still reaches it
     timeline = await rounds(clock, [a, b], 24)
@@ -256,37 +256,37 @@ async def test_a_leader_that_cannot_renew_steps_down_before_the_other_may_lead()
 
 async def test_a_renewal_that_landed_late_is_read_back_and_kept() -> None:
     """A renewal lost on the way back (timeout) leaves our own, newer record: the next try renews it again."""
-    clock, leases = Clock(), Leases()
-    a = elector("a", View(leases), clock)
+    clock, store = Clock(), Leases()
+    a = elector("a", View(store), clock)
     await a.tick()
-    assert leases.lease is not None
-    leases.lease["metadata"]["resourceVersion"] = "99"  # our write that we never heard back from
+    assert store.lease is not None
+    store.lease["metadata"]["resourceVersion"] = "99"  # our write that we never heard back from
     clock.now += 2
     await a.tick()  # reads version 99, holder is us: renews it
-    assert a.leadership.is_leader and leases.writes == ["a", "a"]
+    assert a.leadership.is_leader and store.writes == ["a", "a"]
 
 
 async def test_release_lets_the_standby_take_over_at_its_next_try() -> None:
-    clock, leases, calls = Clock(), Leases(), Calls()
-    a, b = elector("a", View(leases), clock, calls), elector("b", View(leases), clock, calls)
+    clock, store, calls = Clock(), Leases(), Calls()
+    a, b = elector("a", View(store), clock, calls), elector("b", View(store), clock, calls)
     await rounds(clock, [a, b], 4)
     await a.stop(release=True)
     assert not a.leadership.is_leader
-    assert leases.lease is not None and leases.lease["spec"]["holderIdentity"] == ""
+    assert store.lease is not None and store.lease["spec"]["holderIdentity"] == ""
     await b.tick()  # no waiting out the lease
     assert b.leadership.is_leader and calls.log == ["a leads", "a stops", "b leads"]
     await b.stop(release=False)  # not released: the record still names b
-    assert leases.lease["spec"]["holderIdentity"] == "b" and not b.leadership.is_leader
+    assert store.lease["spec"]["holderIdentity"] == "b" and not b.leadership.is_leader
 
 
 async def test_release_leaves_a_lease_someone_else_holds_alone() -> None:
-    clock, leases = Clock(), Leases()
-    a = elector("a", View(leases), clock)
+    clock, store = Clock(), Leases()
+    a = elector("a", View(store), clock)
     await a.tick()
-    assert leases.lease is not None
-    leases.lease["spec"]["holderIdentity"] = "b"  # taken over while a did not look
+    assert store.lease is not None
+    store.lease["spec"]["holderIdentity"] = "b"  # taken over while a did not look
     await a.stop(release=True)
-    assert leases.lease["spec"]["holderIdentity"] == "b"
+    assert store.lease["spec"]["holderIdentity"] == "b"
 
 
 # --- the state others wait on ----------------------------------------------------------------------------
