@@ -255,7 +255,7 @@ async def run_scenario(
         started = time.monotonic()
         if scenario.change:
             report.stage = "waiting until healthy"
-            workloads = [d for d in scenario.manifests if d["kind"] in ("Deployment", "StatefulSet")]
+            workloads = [d for d in scenario.manifests if d["kind"] in scenarios.WORKLOAD_KINDS]
             deadline = time.monotonic() + limit
             while True:
                 states = [await api.get(d["kind"], scenario.namespace, d["metadata"]["name"]) for d in workloads]

@@ -51,7 +51,7 @@ ESCALATION_CLASSES: tuple[str, ...] = (
     "needs-human",  # diagnosed, but no safe typed fix exists (a value only a human knows)
     "unknown-cause",  # no rule recognised the failure, and no model diagnosed it
     "llm-unavailable",  # the model was needed (no rule was sure) and could not help
-    "unsupported-target",  # a Job or CronJob: AEGIS's typed fixes do not change them
+    "unsupported-target",  # a Job, CronJob or DaemonSet: AEGIS's typed fixes do not change them
     "shadow-failed",  # every candidate fix failed in the shadow namespaces
     "policy-refused",  # the gate's policy refused the verified fix
     "target-changed",  # the target kept changing, or changed between verification and apply

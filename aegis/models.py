@@ -72,6 +72,11 @@ Risk = Literal["low", "medium", "high"]
 # Kinds AEGIS can treat as the target of an incident (the workload, or the Service / PVC itself).
 WORKLOAD_KINDS: frozenset[str] = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
 TARGET_KINDS: frozenset[str] = WORKLOAD_KINDS | {"Pod", "Service", "PersistentVolumeClaim"}
+# Targets AEGIS diagnoses but never changes: their incidents end Escalated saying what a human should do
+# (aegis.rules.remedies.unsupported_reason). A Job's pod template is immutable and a CronJob's runs fail for
+# reasons outside its spec; a DaemonSet's fix would roll out to every node, cannot be rehearsed in a shadow (a
+# copy would run a pod on every node) and has no ReplicaSet to roll back from.
+UNCHANGED_KINDS: frozenset[str] = frozenset({"Job", "CronJob", "DaemonSet"})
 
 
 class _Model(pydantic.BaseModel):

@@ -10,7 +10,8 @@ Per-namespace mode (glob patterns, first match wins, else the default):
   ``AEGIS_LLM_AUTO_APPLY`` allows them).
 
 Refused outright (Escalated, with the reason): denied namespaces, actions outside
-the vocabulary or above the allowed risk, targets that changed since verification
+the vocabulary or above the allowed risk, actions on a kind AEGIS never changes
+(``models.UNCHANGED_KINDS``: DaemonSet, Job, CronJob), targets that changed since verification
 (re-verify instead), and rate limits (a cooldown per target, a cap per hour).
 Pure functions of plain data; called by the gate node.
 """
@@ -84,6 +85,10 @@ def judge(policy: Policy, facts: Facts) -> Judgement:
             return Judgement("refuse", f"{action.kind!r} is not in the action vocabulary")
         if _RISK_ORDER[action.risk] > _RISK_ORDER[policy.max_risk]:
             return Judgement("refuse", f"{action.kind} is {action.risk} risk, above the allowed {policy.max_risk}")
+        if action.target.kind in models.UNCHANGED_KINDS:
+            return Judgement(
+                "refuse", f"{action.kind} on {action.target}: AEGIS never changes a {action.target.kind}; a human must"
+            )
     if not facts.candidate_passed:
         return Judgement("refuse", "the fix did not pass verification in the shadow namespace")
     if not facts.target_unchanged:

@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from aegis import config, health, models, quantity
@@ -36,7 +37,12 @@ LABEL_SHADOW = "aegis.dev/shadow"
 LABEL_INCIDENT = "aegis.dev/incident"
 LABEL_EXPIRES = "aegis.dev/expires"  # unix seconds
 PLACEHOLDER = "aegis-shadow-placeholder"
-_BATCH = ("Job", "CronJob")
+# The kinds AEGIS never changes (models.UNCHANGED_KINDS) are never rehearsed either, and why.
+_NOT_REHEARSED = {
+    "DaemonSet": "a copy would run a pod on every node, with the original's host access",
+    "Job": "a copy would run the job, and its side effects, again; there is no rollout to judge",
+    "CronJob": "a copy would run the job, and its side effects, again; there is no rollout to judge",
+}
 
 
 def expired(namespace: dict[str, Any], now: datetime.datetime) -> bool:
@@ -135,32 +141,34 @@ def quota_room(quota: dict[str, Any], namespace: str) -> dict[str, Any]:
     }
 
 
+def _dicts(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping in a nested document (a workload, a pod template, a patch), depth first."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _dicts(item)
+    elif isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _dicts(value)
+
+
 def _references(obj: Any) -> tuple[set[str], set[str], set[str]]:
     """ConfigMaps, Secrets and claims named anywhere in a workload, a pod template or a patch."""
     config_maps: set[str] = set()
     secrets: set[str] = set()
     claims: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
-        if not isinstance(node, dict):
-            return
+    for node in _dicts(obj):
         for key, value in node.items():
-            if isinstance(value, dict):
-                if key in ("configMap", "configMapRef", "configMapKeyRef") and value.get("name"):
-                    config_maps.add(value["name"])
-                elif key in ("secretRef", "secretKeyRef") and value.get("name"):
-                    secrets.add(value["name"])
-                elif key == "secret" and value.get("secretName"):
-                    secrets.add(value["secretName"])
-                elif key == "persistentVolumeClaim" and value.get("claimName"):
-                    claims.add(value["claimName"])
-            walk(value)
-
-    walk(obj)
+            if not isinstance(value, dict):
+                continue
+            if key in ("configMap", "configMapRef", "configMapKeyRef") and value.get("name"):
+                config_maps.add(value["name"])
+            elif key in ("secretRef", "secretKeyRef") and value.get("name"):
+                secrets.add(value["name"])
+            elif key == "secret" and value.get("secretName"):
+                secrets.add(value["secretName"])
+            elif key == "persistentVolumeClaim" and value.get("claimName"):
+                claims.add(value["claimName"])
     return config_maps, secrets, claims
 
 
@@ -169,14 +177,7 @@ def _pod_identity(obj: Any) -> tuple[set[str], set[str]]:
     may return to a template that pulls with other credentials or runs as another account)."""
     pull: set[str] = set()
     accounts: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-            return
-        if not isinstance(node, dict):
-            return
+    for node in _dicts(obj):
         refs = node.get("imagePullSecrets")
         if isinstance(refs, list):
             pull.update(ref["name"] for ref in refs if isinstance(ref, dict) and ref.get("name"))
@@ -186,10 +187,6 @@ def _pod_identity(obj: Any) -> tuple[set[str], set[str]]:
             account = node.get("value")
         if isinstance(account, str) and account and account != "default":
             accounts.add(account)
-        for value in node.values():
-            walk(value)
-
-    walk(obj)
     return pull, accounts
 
 
@@ -237,18 +234,14 @@ class ShadowVerifier:
         baseline_ns, candidate_ns = namespace_names(incident, attempt)
         details: list[str] = []
         objects = health.with_kinds(objects)
-        if any(obj.get("kind") == "DaemonSet" for obj in objects.values()):
-            # A copy would run on every real node, with the original's host access: not a safe rehearsal.
-            return models.Verification(
-                passed=False,
-                details=["a DaemonSet cannot be rehearsed safely in a shadow namespace; a human must verify this fix"],
-            )
-        batch = sorted({str(obj.get("kind")) for obj in objects.values() if obj.get("kind") in _BATCH})
-        if batch:  # a copy would run the job (and its side effects) again; health has no rollout to judge
+        unchanged = sorted({str(obj.get("kind")) for obj in objects.values() if obj.get("kind") in _NOT_REHEARSED})
+        if unchanged:  # nothing is created: no shadow namespace, no copy
+            why = "; ".join(dict.fromkeys(_NOT_REHEARSED[kind] for kind in unchanged))
             return models.Verification(
                 passed=False,
                 details=[
-                    f"a {'/'.join(batch)} cannot be rehearsed in a shadow namespace; a human must verify this fix"
+                    f"a {'/'.join(unchanged)} cannot be rehearsed in a shadow namespace ({why}); "
+                    "a human must verify this fix"
                 ],
             )
         try:

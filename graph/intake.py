@@ -42,6 +42,9 @@ INTAKE_RETRIES = (5.0, 15.0, 45.0, 135.0)  # seconds before re-processing a Resu
 DEFER_LOOKS = 3  # times a Service or workload report is put off while the pods behind it are still starting
 SEEN_LIMIT = 10_000  # Results (and ended incidents) remembered; the oldest are forgotten first
 SYMPTOM_KINDS = frozenset({"Service", "PersistentVolumeClaim"})  # reported objects that can join a workload
+# Workloads K8sGPT reports by their counts (replicas, or a DaemonSet's ready pods out of those scheduled): the
+# report may be a rollout in progress, or one that has finished since.
+READY_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +90,17 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def workload_ready(workload: Mapping[str, Any]) -> bool:
-    """A Deployment or StatefulSet fully rolled out: every replica updated and ready, no old one left."""
+    """A Deployment, StatefulSet or DaemonSet fully rolled out: every replica (every node's daemon pod) updated
+    and ready, no old one left."""
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
     want = int(spec.get("replicas", 1))
     meta = workload.get("metadata") or {}
     if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
         return False
+    if "desiredNumberScheduled" in status:  # a DaemonSet: one pod per node that should run one
+        want = int(status.get("desiredNumberScheduled") or 0)
+        keys = ("currentNumberScheduled", "numberReady", "updatedNumberScheduled", "numberAvailable")
+        return all(int(status.get(key) or 0) == want for key in keys)
     counts = [int(status.get(key) or 0) for key in ("replicas", "readyReplicas", "updatedReplicas")]
     if "currentRevision" in status and status.get("currentRevision") != status.get("updateRevision"):
         return False
@@ -182,7 +190,7 @@ class Intake:
         """
         if finding.kind == "Service":
             return all_endpoints_ready(await self.cluster.get("Endpoints", finding.namespace, finding.name))
-        if finding.kind in ("Deployment", "StatefulSet"):
+        if finding.kind in READY_KINDS:
             workload = await self.cluster.get(finding.kind, finding.namespace, finding.name)
             if workload is None or not workload_ready(workload):
                 return False
@@ -202,7 +210,7 @@ class Intake:
             service = await self.cluster.get("Service", finding.namespace, finding.name)
             labels = ((service or {}).get("spec") or {}).get("selector") or {}
             selector: Mapping[str, Any] | None = {"matchLabels": dict(labels)} if labels else None
-        elif finding.kind in ("Deployment", "StatefulSet"):
+        elif finding.kind in READY_KINDS:
             workload = await self.cluster.get(finding.kind, finding.namespace, finding.name)
             selector = ((workload or {}).get("spec") or {}).get("selector")
         else:

@@ -18,10 +18,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from aegis import models
 from graph import context, state
 
 Node = Callable[[state.IncidentState, Runtime[context.Deps]], Awaitable[dict[str, Any]]]
-BATCH_KINDS = ("Job", "CronJob")  # targets AEGIS's typed fixes do not change (aegis.rules.remedies.batch_reason)
+# Targets AEGIS's typed fixes do not change (Job, CronJob, DaemonSet: aegis.rules.remedies.unsupported_reason).
+UNCHANGED_KINDS = models.UNCHANGED_KINDS
 
 
 def timed(stage: str, node: Node) -> Node:
@@ -61,7 +63,7 @@ def escalation_class(current: state.IncidentState) -> str:
     if current.get("attempts"):
         return "shadow-failed"  # no candidate left after those that failed in the shadow
     target = (current.get("incident") or {}).get("target") or {}
-    if target.get("kind") in BATCH_KINDS:
+    if target.get("kind") in UNCHANGED_KINDS:
         return "unsupported-target"
     diagnosis = current.get("diagnosis") or {}
     llm_failed = bool(current.get("llm_error"))

@@ -184,6 +184,12 @@ def summarize_target(obj: dict[str, Any]) -> dict[str, Any]:
         "availableReplicas",
         "updatedReplicas",
         "unavailableReplicas",
+        "desiredNumberScheduled",  # a DaemonSet's: nodes that should run its pod, and how many do
+        "currentNumberScheduled",
+        "numberReady",
+        "updatedNumberScheduled",
+        "numberAvailable",
+        "numberUnavailable",
         "observedGeneration",
         "phase",
     ):

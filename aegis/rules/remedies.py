@@ -4,17 +4,22 @@ Each candidate is checked by ``aegis.actions.render`` against the live target
 before it is offered; one that does not fit is dropped with its reason (returned
 beside the plans, for the Incident and for the next proposer). Categories whose
 fix needs a value only a human knows (missing-env, a missing Secret) get no plan:
-the incident is escalated. Called by the propose stage of the workflow.
+the incident is escalated. So does a target AEGIS never changes (``models.UNCHANGED_KINDS``:
+a Job, a CronJob, a DaemonSet): ``unsupported_reason`` says why and what a human should do,
+from the diagnosis where it can (a DaemonSet's image set back to the one its other pods still
+run). Called by the propose stage of the workflow.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 from collections.abc import Callable
 from typing import Any
 
 from aegis import actions, models, quantity, rules
 from aegis.rules import init_container, scheduling
+from aegis.rules.image_pull import PULL_REASONS
 
 Candidate = tuple[models.Action, str]  # the action and why
 Proposer = Callable[[models.Diagnosis, models.Evidence, dict[str, Any], actions.Context], list[Candidate]]
@@ -270,6 +275,99 @@ def unschedulable_resources(
     return _rollback(e, live, ctx, "roll back to the previous revision, whose requests fit the nodes")
 
 
+DAEMONSET_WHY = (
+    "AEGIS does not change DaemonSets: a fix would roll out to every node at once, it cannot be rehearsed in a "
+    "shadow namespace (a copy would run a pod on every node) and there is no ReplicaSet to roll back from"
+)
+
+
+def _as_written(image: str, like: str) -> str:
+    """``image`` as the workload's manifest writes references: without the ``docker.io/`` (and ``library/``) a
+    container runtime adds, when ``like`` (the reference in the workload) has none."""
+    if like.startswith("docker.io/") or not image.startswith("docker.io/"):
+        return image
+    short = image.removeprefix("docker.io/")
+    return short.removeprefix("library/") if "/" not in like.split("@")[0].split(":")[0] else short
+
+
+def _image_still_running(evidence: models.Evidence, container: str, failing: str) -> tuple[str, int] | None:
+    """The image the workload's other pods still run in ``container`` (not ``failing``), and how many run it."""
+    seen: collections.Counter[str] = collections.Counter()
+    for pod in evidence.pods:
+        for state in pod.containers:
+            if (
+                not pod.terminating
+                and state.name == container
+                and state.state == "running"
+                and state.ready
+                and state.image
+                and _as_written(state.image, failing) != failing
+            ):
+                seen[_as_written(state.image, failing)] += 1
+    return seen.most_common(1)[0] if seen else None
+
+
+def daemonset_reason(
+    target: models.ObjectRef, diagnosis: models.Diagnosis | None = None, evidence: models.Evidence | None = None
+) -> str:
+    """Why AEGIS leaves a DaemonSet to a human, and what the human should do, as concrete as the diagnosis allows."""
+    ref, ns = f"daemonset/{target.name}", target.namespace
+    watch = f"then watch kubectl rollout status {ref} -n {ns}"
+    undo = f"kubectl rollout undo {ref} -n {ns}"
+    category = diagnosis.category if diagnosis is not None else "unknown"
+    pods = [pod for pod in (evidence.pods if evidence is not None else []) if not pod.terminating]
+    if category == "image-pull":
+        failing = dict.fromkeys(
+            (c.name, c.image)
+            for pod in pods
+            for c in pod.containers
+            if c.state == "waiting" and c.reason in PULL_REASONS and c.image
+        )
+        known = {
+            name: found
+            for name, image in failing
+            if evidence is not None and (found := _image_still_running(evidence, name, image))
+        }
+        if failing and len(known) == len(failing):
+            sets = " ".join(f"{name}={image}" for name, (image, _) in known.items())
+            still = ", ".join(f"{n} {'pod still runs' if n == 1 else 'pods still run'} {i}" for i, n in known.values())
+            return (
+                f"{DAEMONSET_WHY}. A human must set the image back to the one the other nodes still run ({still}; "
+                f"the rolling update stopped there): kubectl set image {ref} {sets} -n {ns} (or {undo}), {watch}"
+            )
+        if failing:
+            names = ", ".join(f"{name} ({image!r} cannot be pulled)" for name, image in failing)
+            first = next(iter(failing))[0]
+            return (
+                f"{DAEMONSET_WHY}. A human must correct the image of container {names}: kubectl set image {ref} "
+                f"{first}=<an image that exists> -n {ns}, or return to the previous revision with {undo}; {watch}"
+            )
+    if category == "oom-killed":
+        for pod in pods:
+            for c in pod.containers:
+                if "OOMKilled" in (c.reason, c.last_reason) and c.memory_limit:
+                    raised = quantity.format_bytes(int(quantity.parse(c.memory_limit) * 2))
+                    return (
+                        f"{DAEMONSET_WHY}. A human must give container {c.name} more memory than its limit "
+                        f"{c.memory_limit}: e.g. kubectl set resources {ref} -c {c.name} --limits=memory={raised} "
+                        f"-n {ns}, or return to the previous revision with {undo}; {watch}"
+                    )
+    return (
+        f"{DAEMONSET_WHY}. A human must correct {target} where it is defined (kubectl edit {ref} -n {ns}), or, if a "
+        f"rollout caused it, return to the previous revision with {undo}; {watch}"
+    )
+
+
+def unsupported_reason(
+    target: models.ObjectRef, diagnosis: models.Diagnosis | None = None, evidence: models.Evidence | None = None
+) -> str | None:
+    """Why AEGIS's typed fixes do not apply to this target (``models.UNCHANGED_KINDS``) and what a human should do,
+    else None."""
+    if target.kind == "DaemonSet":
+        return daemonset_reason(target, diagnosis, evidence)
+    return batch_reason(target)
+
+
 def batch_reason(target: models.ObjectRef) -> str | None:
     """Why AEGIS's typed fixes do not apply to a Job or CronJob target (what a human should do), else None."""
     if target.kind == "CronJob":
@@ -313,9 +411,9 @@ def propose(
 
     ``live`` maps "Kind/name" to the live objects the actions may target (the workload, its Service, claims).
     """
-    batch = batch_reason(evidence.target)
-    if batch:
-        return [], [batch]
+    unsupported = unsupported_reason(evidence.target, diagnosis, evidence)
+    if unsupported:
+        return [], [unsupported]
     proposer = PROPOSERS.get(diagnosis.category)
     if proposer is None:
         return [], [f"no rule proposes a fix for {diagnosis.category}: a human must decide"]

@@ -1,7 +1,7 @@
 """A K8sGPT-compatible analyzer: writes ``Result`` objects exactly as K8sGPT's operator does.
 
 Every ``interval`` cluster seconds it runs K8sGPT's Pod, Deployment, ReplicaSet,
-Service, PersistentVolumeClaim, StatefulSet, CronJob and Job analyzers (texts and masks from
+Service, PersistentVolumeClaim, StatefulSet, CronJob, Job and DaemonSet analyzers (texts and masks from
 ``shared/reference/k8sgpt-results.md``), then, like the operator: deletes Results
 whose name is not in the new analysis, creates new ones (status is dropped on
 create), and on later cycles writes ``updated`` with a contentHash when the
@@ -146,7 +146,7 @@ class Analyzer:
                 errors = self.statefulset(sts)
                 if errors:
                     found.append(("StatefulSet", f"{sts['metadata']['namespace']}/{sts['metadata']['name']}", errors))
-        for kind, analyze in (("CronJob", self.cronjob), ("Job", self.job)):
+        for kind, analyze in (("CronJob", self.cronjob), ("Job", self.job), ("DaemonSet", self.daemonset)):
             for obj in self.inf[kind].items():
                 errors = analyze(obj)
                 if errors:
@@ -360,6 +360,24 @@ class Analyzer:
         if int(spec.get("startingDeadlineSeconds") or 0) < 0:
             return [failure(f"CronJob {name} has a negative starting deadline", ns, name)]
         return []
+
+    def daemonset(self, ds: dict[str, Any]) -> list[dict[str, Any]]:
+        ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
+        status = ds.get("status") or {}
+        errors = []
+        ready, scheduled = int(status.get("numberReady") or 0), int(status.get("desiredNumberScheduled") or 0)
+        if ready < scheduled:
+            errors.append(
+                failure(f"DaemonSet {ns}/{name} has {ready} ready replicas out of {scheduled} scheduled", ns, name)
+            )
+        template = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for ref in template.get("imagePullSecrets") or []:
+            secret = ref.get("name")
+            if secret and self.inf["Secret"].get(ns, secret) is None:
+                errors.append(
+                    failure(f"DaemonSet {ns}/{name} references non-existent ImagePullSecret {secret}", ns, name, secret)
+                )
+        return errors
 
     # --- the operator's Result bookkeeping ----------------------------------------------------
 

@@ -260,6 +260,7 @@ class SimAPIServer(deletion.Deletion, kmock.KubernetesEmulator):
         meta["uid"] = str(uuid.uuid4())
         if res.key == ("batch", "jobs"):
             defaults.job_selector(obj)
+        defaults.template_generation(res.kind, obj, None)
         admission.admit_quota(self.store, res, obj)
         meta["creationTimestamp"] = resources.now_rfc3339()
         if "spec" in obj or res.group not in ("",):
@@ -327,6 +328,8 @@ class SimAPIServer(deletion.Deletion, kmock.KubernetesEmulator):
         customresources.prune(self.store, res, result)
         if sub != "status" and result.get("spec") != old.get("spec") and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
+        if sub != "status":
+            defaults.template_generation(res.kind, result, old)
         admission.validate(res, result, old)
         if _same(result, old):
             return old

@@ -10,9 +10,9 @@ ordinary API client over ``aegis.sim.client`` informers.
 
 The other controllers build on this module: the scheduler in ``aegis.sim.scheduler``,
 Endpoints/EndpointSlice in ``aegis.sim.endpoints``, the workload controllers
-(Deployment, ReplicaSet, StatefulSet) in ``aegis.sim.workloads``, Job and CronJob in
-``aegis.sim.jobs``. Run by ``aegis.sim.cluster`` (and, on a real API server, by
-``aegis.sim.nodes``).
+(Deployment, ReplicaSet, StatefulSet) in ``aegis.sim.workloads``, DaemonSet in
+``aegis.sim.daemonsets``, Job and CronJob in ``aegis.sim.jobs``. Run by ``aegis.sim.cluster``
+(and, on a real API server, by ``aegis.sim.nodes``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ class Informers:
         "Deployment",
         "ReplicaSet",
         "StatefulSet",
+        "DaemonSet",
+        "ControllerRevision",
         "Job",
         "CronJob",
         "Event",

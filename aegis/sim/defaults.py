@@ -3,8 +3,9 @@
 ``apply(kind, obj)`` fills what the real API server fills (pod spec defaults, requests
 from limits, workload and Job/CronJob spec defaults, Service type and ports, Namespace
 phase and name label, Secret ``stringData``); ``job_selector`` gives a new Job its
-uid-based selector and labels. Called by ``aegis.sim.apiserver``; Service cluster IPs
-are allocated there (they need the store).
+uid-based selector and labels; ``template_generation`` keeps a DaemonSet's template
+generation. Called by ``aegis.sim.apiserver``; Service cluster IPs are allocated there
+(they need the store).
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def apply(kind: str, obj: dict[str, Any]) -> None:
         if kind == "StatefulSet":
             spec.setdefault("podManagementPolicy", "OrderedReady")
             spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        if kind == "DaemonSet":
+            strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+            if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+                strategy["type"] = "RollingUpdate"
+                rolling = strategy.setdefault("rollingUpdate", {})
+                rolling.setdefault("maxUnavailable", 1)
+                rolling.setdefault("maxSurge", 0)
+            status = obj.setdefault("status", {})  # the counts the API always shows, 0 until the controller writes
+            for key in ("currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled", "numberReady"):
+                status.setdefault(key, 0)
         template = spec.get("template")
         if isinstance(template, dict) and isinstance(template.get("spec"), dict):
             pod_spec(template["spec"])
@@ -83,6 +94,23 @@ def apply(kind: str, obj: dict[str, Any]) -> None:
         data = obj.setdefault("data", {})
         for key, value in obj.pop("stringData").items():
             data[key] = base64.b64encode(str(value).encode()).decode()
+
+
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+
+
+def template_generation(kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """A DaemonSet's template generation, kept as the annotation the apps/v1 API shows: 1 at create, one more
+    each time the pod template changes (the controller labels its pods with it: ``pod-template-generation``)."""
+    if kind != "DaemonSet":
+        return
+    annotations = obj["metadata"].setdefault("annotations", {})
+    if old is None:
+        annotations[TEMPLATE_GENERATION] = "1"
+        return
+    before = int(((old["metadata"].get("annotations") or {}).get(TEMPLATE_GENERATION)) or 1)
+    changed = (obj.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template")
+    annotations[TEMPLATE_GENERATION] = str(before + 1 if changed else before)
 
 
 def job_spec(spec: dict[str, Any]) -> None:

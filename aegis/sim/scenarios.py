@@ -128,12 +128,20 @@ async def apply(api: client.SimClient, docs: tuple[dict[str, Any], ...], namespa
             await api.patch(kind, ns, doc["metadata"]["name"], body, patch_type=patch_type)
 
 
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")  # what must be healthy before a change is applied
+
+
 def healthy(obj: dict[str, Any] | None) -> bool:
-    """A Deployment or StatefulSet that rolled out completely and is Ready."""
+    """A Deployment, StatefulSet or DaemonSet that rolled out completely and is Ready (``kubectl rollout status``;
+    a DaemonSet: a pod on every node that should run one, updated and available)."""
     if obj is None:
         return False
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     replicas = int(spec.get("replicas", 1))
     if int(status.get("observedGeneration") or 0) < int(obj["metadata"].get("generation") or 1):
         return False
+    if "desiredNumberScheduled" in status or obj.get("kind") == "DaemonSet":
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        counts = (status.get(key) for key in ("updatedNumberScheduled", "numberAvailable", "numberReady"))
+        return desired > 0 and all(int(count or 0) == desired for count in counts)
     return int(status.get("readyReplicas") or 0) == replicas and int(status.get("updatedReplicas") or 0) == replicas

@@ -1,7 +1,9 @@
 """The scheduler: binds each pending pod to a node, or leaves it Pending with kube-scheduler's message.
 
-A node fits when it is schedulable, its taints are tolerated, it matches the pod's
-nodeSelector and required node affinity, and its allocatable cpu, memory and pod
+A node fits when it is schedulable (or the pod tolerates ``node.kubernetes.io/unschedulable``, as
+daemon pods do), its taints are tolerated, it matches the pod's nodeSelector and required node
+affinity (label expressions, and ``metadata.name`` fields: how the DaemonSet controller pins a
+daemon pod to its node), and its allocatable cpu, memory and pod
 count cover the pod's requests on top of what its pods hold (a Terminating pod still
 holds its share); the least loaded fitting node wins, through ``pods/binding``. A pod
 whose claims are missing or unbound, or that fits nowhere, gets PodScheduled=False
@@ -21,6 +23,8 @@ from aegis.sim import client, controllers, events
 
 logger = logging.getLogger("aegis.sim.scheduler")
 DEFAULT = "default-scheduler"  # the profile kube-scheduler serves
+# The taint kube-scheduler's NodeUnschedulable plugin reads a cordoned node as (daemon pods tolerate it).
+UNSCHEDULABLE = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 
 def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:
@@ -34,6 +38,18 @@ def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool
         if toleration.get("key") == taint.get("key") and toleration.get("value") == taint.get("value"):
             return True
     return False
+
+
+def term_matches(term: dict[str, Any], node: dict[str, Any]) -> bool:
+    """A required node affinity term: its label expressions and its ``metadata.name`` fields (the DaemonSet
+    controller pins each daemon pod to its node that way); a term with neither matches no node."""
+    expressions, fields = term.get("matchExpressions") or [], term.get("matchFields") or []
+    if not expressions and not fields:
+        return False
+    name = {"metadata.name": node["metadata"]["name"]}
+    return controllers.expressions_match(expressions, node["metadata"].get("labels") or {}) and (
+        controllers.expressions_match(fields, name)
+    )
 
 
 def pod_requests(pod: dict[str, Any]) -> dict[str, float]:
@@ -124,7 +140,7 @@ class Scheduler(controllers.Controller):
         for node in nodes:
             labels = node["metadata"].get("labels") or {}
             node_name = node["metadata"]["name"]
-            if (node.get("spec") or {}).get("unschedulable"):
+            if (node.get("spec") or {}).get("unschedulable") and not _tolerated(UNSCHEDULABLE, tolerations):
                 reasons["node(s) were unschedulable"] += 1
                 continue
             untolerated = [
@@ -138,7 +154,7 @@ class Scheduler(controllers.Controller):
                 reasons[f"node(s) had untolerated taint {{{taint.get('key')}{value}}}"] += 1
                 continue
             if any(labels.get(k) != v for k, v in selector.items()) or (
-                affinity and not any(self._term_matches(term, labels) for term in affinity)
+                affinity and not any(term_matches(term, node) for term in affinity)
             ):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
                 continue
@@ -182,10 +198,6 @@ class Scheduler(controllers.Controller):
         counts[node_name] += 1
         self.reported.pop(pod["metadata"]["uid"], None)
         await self.events.record(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node_name}")
-
-    @staticmethod
-    def _term_matches(term: dict[str, Any], labels: dict[str, str]) -> bool:
-        return controllers.expressions_match(term.get("matchExpressions") or [], labels)
 
     async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         uid = pod["metadata"]["uid"]

@@ -72,6 +72,11 @@ def _endpoints(obj: dict[str, Any]) -> str:
     return ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
 
 
+def _node_selector(workload: dict[str, Any]) -> str:
+    selector = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeSelector") or {}
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items())) or "<none>"
+
+
 def _status(key: str, default: Any = 0) -> Callable[[dict[str, Any]], Any]:
     return lambda obj: (obj.get("status") or {}).get(key, default)
 
@@ -116,6 +121,32 @@ BUILTIN: dict[str, list[Column]] = {
             0,
             lambda s: f"{(s.get('status') or {}).get('readyReplicas', 0)}/{(s.get('spec') or {}).get('replicas', 1)}",
         ),
+        ("Age", "string", 0, _created),
+    ],
+    "daemonsets": [
+        ("Desired", "integer", 0, _status("desiredNumberScheduled")),
+        ("Current", "integer", 0, _status("currentNumberScheduled")),
+        ("Ready", "integer", 0, _status("numberReady")),
+        ("Up-to-date", "integer", 0, _status("updatedNumberScheduled")),
+        ("Available", "integer", 0, _status("numberAvailable")),
+        ("Node Selector", "string", 0, _node_selector),
+        ("Age", "string", 0, _created),
+    ],
+    "controllerrevisions": [
+        (
+            "Controller",
+            "string",
+            0,
+            lambda r: next(
+                (
+                    f"{o.get('kind', '').lower()}.{o.get('apiVersion', '').split('/')[0]}/{o.get('name', '')}"
+                    for o in r["metadata"].get("ownerReferences") or []
+                    if o.get("controller")
+                ),
+                "<none>",
+            ),
+        ),
+        ("Revision", "integer", 0, lambda r: r.get("revision", 0)),
         ("Age", "string", 0, _created),
     ],
     "services": [

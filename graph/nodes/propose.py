@@ -50,17 +50,18 @@ async def run(current: state.IncidentState, runtime: Runtime[context.Deps]) -> d
     objects, related, ctx = await targets.live_objects(deps, incident, evidence)
     plans: list[models.Plan] = []
     dropped: list[str] = []
-    # A Job or CronJob is no target for the typed fixes (nor for the model's): a human decides, told what to do.
-    batch = remedies.batch_reason(incident.target)
-    if batch:
-        dropped = [batch]
+    # A Job, CronJob or DaemonSet is no target for the typed fixes (nor for the model's): a human decides, told
+    # what to do from the diagnosis.
+    unsupported = remedies.unsupported_reason(incident.target, diagnosis, evidence)
+    if unsupported:
+        dropped = [unsupported]
     elif llm_mode != "only":
         plans, dropped = remedies.propose(diagnosis, evidence, objects, ctx)
     tried = {targets.plan_key(attempt["plan"]) for attempt in current.get("attempts", [])}
     offered = _offer(plans, incident, related, tried, dropped)
     calls: list[dict[str, Any]] = []
     llm_error = current.get("llm_error", "")
-    if not offered and not batch and asks_llm(diagnosis, llm_mode):
+    if not offered and not unsupported and asks_llm(diagnosis, llm_mode):
         advice = await deps.advisor.propose(
             incident, evidence, diagnosis, related, objects, ctx, feedback(current, dropped)
         )

@@ -22,8 +22,6 @@ import socket
 import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +33,7 @@ from aegis import approvals
 from aegis.sim import controlplane
 from tests import factories
 from tests.integration.conftest import Kube, Operator, wait_for
+from tests.kube_cli import http_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real]
 
@@ -305,16 +304,6 @@ def stamped(lab: dict[str, Any], name: str) -> bool:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["spec"]["approval"].get("identity") == approvals.STAMP
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
 
 
 def test_only_the_leader_serves_the_admission_webhook_and_its_successor_takes_it_over(

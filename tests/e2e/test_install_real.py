@@ -12,7 +12,6 @@ The liveness and readiness probes the Deployment declares are asked as a kubelet
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
@@ -30,35 +29,13 @@ import yaml
 
 from aegis import config
 from aegis.sim import controlplane
+from tests.kube_cli import get_json, http_status, kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "examples" / "incidents" / "bad-image-tag"
 NAMESPACE = "storefront"
-
-
-def kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None, check: bool = True) -> Any:
-    out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120, input=stdin
-    )
-    if check:
-        assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
-    return out
-
-
-def get_json(kubeconfig: pathlib.Path, *args: str) -> Any:
-    return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json").stdout)
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
 
 
 class Pod:

@@ -36,21 +36,13 @@ import yaml
 
 from aegis import config
 from aegis.sim import controlplane
+from tests.kube_cli import kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (ROOT / "examples" / "incidents").iterdir() if (p / "manifests.yaml").is_file())
 SERVICE_ACCOUNT = "system:serviceaccount:aegis-system:aegis"
-
-
-def kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None, check: bool = True) -> Any:
-    out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120, input=stdin
-    )
-    if check:
-        assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
-    return out
 
 
 @dataclasses.dataclass

@@ -865,3 +865,207 @@ def test_statefulset_replaces_a_pod_that_is_not_ready_only_in_parallel(ctl: Api)
         f'error looking up service account {ns}/cache: serviceaccount "cache" not found'
     )
     assert ctl.get(f"/api/v1/namespaces/{ns}/pods/nosa-0") is None
+
+
+# --- DaemonSets ------------------------------------------------------------------------------------------------
+
+DAEMON_TOLERATIONS = [  # what kube-controller-manager adds to every daemon pod, in its order
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+]
+
+
+def ready_node(api: Api, labels: dict[str, str], taints: list[dict[str, str]]) -> str:
+    """A Node that is Ready and has room, with exactly these labels and taints (the real API server taints a new
+    node ``not-ready``: replaced here, as our node side does)."""
+    name = api.node()
+    merge = "application/merge-patch+json"
+    api.ok(
+        "PATCH",
+        f"/api/v1/nodes/{name}",
+        {"metadata": {"labels": labels}, "spec": {"taints": taints or None}},
+        content_type=merge,
+    )
+    room = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+    api.ok(
+        "PATCH",
+        f"/api/v1/nodes/{name}/status",
+        {"status": {"capacity": room, "allocatable": room, "conditions": [ready]}},
+        content_type=merge,
+    )
+    return name
+
+
+def play_kubelet(ctl: Api, ns: str, good_image: str) -> None:
+    """Where no kubelet runs (the real control plane's test nodes), do what one would: finish deleted pods, run
+    bound pods of the image that exists (Ready); a pod of any other image stays Pending, as one that cannot pull.
+    The emulated cluster's kubelet stand-in does this itself."""
+    if ctl.name != "real":
+        return
+    for pod in ctl.ok("GET", f"/api/v1/namespaces/{ns}/pods")["items"]:
+        name = pod["metadata"]["name"]
+        if pod["metadata"].get("deletionTimestamp"):
+            ctl.call("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}", query={"gracePeriodSeconds": "0"})
+        elif (
+            pod["spec"].get("nodeName")
+            and pod["spec"]["containers"][0]["image"] == good_image
+            and (pod.get("status") or {}).get("phase") != "Running"
+        ):
+            status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+            ctl.call(
+                "PATCH",
+                f"/api/v1/namespaces/{ns}/pods/{name}/status",
+                {"status": status},
+                content_type="application/strategic-merge-patch+json",
+            )
+
+
+def test_daemonset_runs_one_pod_per_eligible_node_and_stalls_on_a_bad_image(ctl: Api) -> None:
+    """What AEGIS relies on about DaemonSets: one pod per node that matches and tolerates (a node with a taint
+    the template does not tolerate gets none), each controlled by the DaemonSet and pinned to its node; and a
+    rolling update to an image that never runs replaces one pod (maxUnavailable 1) and stops there, with the
+    status counting it."""
+    ns = ctl.namespace()
+    key = f"aegis-diff.io/agents-{uuid.uuid4().hex[:6]}"  # only this test's nodes are selected
+    nodes = {
+        "plain": ready_node(ctl, {key: "yes"}, []),
+        "tainted": ready_node(
+            ctl, {key: "yes"}, [{"key": "aegis-diff/dedicated", "value": "db", "effect": "NoSchedule"}]
+        ),
+        "tolerated": ready_node(ctl, {key: "yes"}, [{"key": "aegis-diff/edge", "effect": "NoSchedule"}]),
+        "unselected": ready_node(ctl, {}, []),
+    }
+    toleration = {"key": "aegis-diff/edge", "operator": "Exists", "effect": "NoSchedule"}
+    labels = {"app": "agent"}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {key: "yes"},
+                    "tolerations": [toleration],
+                    "containers": [{"name": "agent", "image": "nginx:1.27"}],
+                },
+            },
+        },
+    }
+    base = f"/apis/apps/v1/namespaces/{ns}/daemonsets"
+    try:
+        created = ctl.ok("POST", base, body)
+        assert created["spec"]["updateStrategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+        }
+        assert created["metadata"]["annotations"]["deprecated.daemonset.template.generation"] == "1"
+        assert created["status"] == {
+            "currentNumberScheduled": 0,
+            "desiredNumberScheduled": 0,
+            "numberMisscheduled": 0,
+            "numberReady": 0,
+        }
+
+        def live() -> list[dict[str, Any]]:
+            items = ctl.ok("GET", f"/api/v1/namespaces/{ns}/pods")["items"]
+            return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+        def bound() -> list[dict[str, Any]]:
+            pods = live()
+            return pods if len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods) else []
+
+        pods = eventually(bound, 30, "a pod on each eligible node, bound")
+        assert {p["spec"]["nodeName"] for p in pods} == {nodes["plain"], nodes["tolerated"]}
+        pod_hash = pods[0]["metadata"]["labels"]["controller-revision-hash"]
+        for pod in pods:
+            meta = pod["metadata"]
+            assert meta["name"].startswith("agent-") and len(meta["name"]) == len("agent-") + 5
+            assert meta["labels"] == {
+                "app": "agent",
+                "controller-revision-hash": pod_hash,
+                "pod-template-generation": "1",
+            }
+            assert meta["ownerReferences"] == [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "DaemonSet",
+                    "name": "agent",
+                    "uid": created["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+            terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert terms == {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [pod["spec"]["nodeName"]]}]}
+                ]
+            }
+            assert pod["spec"]["tolerations"] == [toleration, *DAEMON_TOLERATIONS]
+        revisions = ctl.ok("GET", f"/apis/apps/v1/namespaces/{ns}/controllerrevisions")["items"]
+        assert [(r["metadata"]["name"], r["revision"]) for r in revisions] == [(f"agent-{pod_hash}", 1)]
+        assert revisions[0]["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+
+        def status_is(wanted: dict[str, int], good: str = "nginx:1.27") -> dict[str, Any] | None:
+            play_kubelet(ctl, ns, good)
+            ds = ctl.ok("GET", f"{base}/agent")
+            return ds if ds.get("status") == wanted else None
+
+        rolled_out = {
+            "observedGeneration": 1,
+            "desiredNumberScheduled": 2,
+            "currentNumberScheduled": 2,
+            "numberMisscheduled": 0,
+            "numberReady": 2,
+            "updatedNumberScheduled": 2,
+            "numberAvailable": 2,
+        }
+        eventually(lambda: status_is(rolled_out), 30, f"the status of a rolled-out DaemonSet: {rolled_out}")
+
+        bad = {"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "nginx:1.277"}]}}}}
+        changed = ctl.ok("PATCH", f"{base}/agent", bad, content_type="application/strategic-merge-patch+json")
+        assert changed["metadata"]["annotations"]["deprecated.daemonset.template.generation"] == "2"
+        stalled = {
+            "observedGeneration": 2,
+            "desiredNumberScheduled": 2,
+            "currentNumberScheduled": 2,
+            "numberMisscheduled": 0,
+            "numberReady": 1,
+            "updatedNumberScheduled": 1,
+            "numberAvailable": 1,
+            "numberUnavailable": 1,
+        }
+        eventually(lambda: status_is(stalled), 40, f"the status of a stalled rollout: {stalled}")
+        time.sleep(3)  # the controller has long acted: maxUnavailable 1 keeps the other node's old pod
+        assert status_is(stalled), ctl.ok("GET", f"{base}/agent")["status"]
+        pods = live()
+        by_image = {p["spec"]["containers"][0]["image"]: p for p in pods}
+        assert len(pods) == 2 and set(by_image) == {"nginx:1.27", "nginx:1.277"}
+        old, new = by_image["nginx:1.27"], by_image["nginx:1.277"]
+        assert old["metadata"]["labels"]["controller-revision-hash"] == pod_hash
+        assert new["metadata"]["labels"]["controller-revision-hash"] != pod_hash
+        assert new["metadata"]["labels"]["pod-template-generation"] == "2"
+        assert {old["spec"]["nodeName"], new["spec"]["nodeName"]} == {nodes["plain"], nodes["tolerated"]}
+        revisions = ctl.ok("GET", f"/apis/apps/v1/namespaces/{ns}/controllerrevisions")["items"]
+        assert sorted(r["revision"] for r in revisions) == [1, 2]
+        reasons = [
+            e["reason"]
+            for e in ctl.ok("GET", f"/api/v1/namespaces/{ns}/events")["items"]
+            if e["involvedObject"]["kind"] == "DaemonSet"
+        ]
+        assert reasons.count("SuccessfulCreate") == 3 and reasons.count("SuccessfulDelete") == 1, reasons
+    finally:
+        ctl.call("DELETE", f"{base}/agent")
+        for pod in ctl.ok("GET", f"/api/v1/namespaces/{ns}/pods")["items"]:  # no kubelet finishes them (real)
+            ctl.call(
+                "DELETE", f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}", query={"gracePeriodSeconds": "0"}
+            )
+        for name in nodes.values():
+            ctl.call("DELETE", f"/api/v1/nodes/{name}")
