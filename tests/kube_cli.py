@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from aegis import approvals
+
 
 def kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None, check: bool = True) -> Any:
     """``kubectl --kubeconfig KUBECONFIG ARGS``; with ``check`` a non-zero exit fails the test with its stderr."""
@@ -22,6 +24,16 @@ def kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None, chec
 
 def get_json(kubeconfig: pathlib.Path, *args: str) -> Any:
     return json.loads(kubectl(kubeconfig, "get", *args, "-o", "json").stdout)
+
+
+def approval_stamped(kubeconfig: pathlib.Path, namespace: str, name: str) -> bool:
+    """Whether kube-apiserver really calls AEGIS's webhook (and trusts its certificate): a server-side dry-run
+    approval of Incident ``namespace/name`` comes back stamped by the admission webhook."""
+    patch = json.dumps({"spec": {"approval": {"decision": "Approved"}}})
+    args = ["patch", "incident", name, "-n", namespace, "--type", "merge", "--dry-run=server", "-o", "json"]
+    args += ["-p", patch]
+    approval = json.loads(kubectl(kubeconfig, *args).stdout)["spec"]["approval"]
+    return bool(approval.get("identity") == approvals.STAMP)
 
 
 def http_status(url: str) -> int | None:

@@ -318,6 +318,7 @@ def serve_nodes(kubeconfig: str | os.PathLike[str], options: NodeSideOptions | N
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
+            # Signal handlers exist only in the main thread and not on Windows: there Ctrl-C still ends the run.
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
         async with run_node_side(kubeconfig, options) as running:

@@ -29,7 +29,7 @@ import pytest
 from aegis import expiry, models
 from aegis.sim import client as sim_client
 from aegis.sim import cluster, scenarios
-from tests.integration.conftest import Kube, Operator, wait_for
+from tests.integration.conftest import Kube, Operator, demo_windows, wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -41,13 +41,7 @@ SPEED = 10
 FAST = {
     "AEGIS_MODE": "propose",
     "AEGIS_LLM_MODE": "off",
-    "AEGIS_MAX_CONCURRENT_INCIDENTS": "8",
-    "AEGIS_MAX_APPLIES_PER_HOUR": "100",
-    "AEGIS_SETTLE_SECONDS": str(100 / SPEED),
-    "AEGIS_SHADOW_STABILITY_SECONDS": str(30 / SPEED),
-    "AEGIS_SHADOW_TIMEOUT_SECONDS": str(max(240 / SPEED, 15)),
-    "AEGIS_CONFIRM_STABILITY_SECONDS": str(60 / SPEED),
-    "AEGIS_CONFIRM_TIMEOUT_SECONDS": str(max(600 / SPEED, 30)),
+    **demo_windows(SPEED),
 }
 CASES = ("approve-cli", "approve-kubectl", "reject", "changed")  # one namespace each
 WAIT = 120.0  # generous: the machine is shared

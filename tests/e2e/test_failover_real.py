@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import pathlib
 import secrets
@@ -29,11 +28,10 @@ import kubernetes
 import pytest
 import yaml
 
-from aegis import approvals
 from aegis.sim import controlplane
 from tests import factories
 from tests.integration.conftest import Kube, Operator, wait_for
-from tests.kube_cli import http_status
+from tests.kube_cli import approval_stamped, http_status, kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real]
 
@@ -152,14 +150,7 @@ def apply_scenario(lab: dict[str, Any], file: str) -> None:
 
 
 def rollout(lab: dict[str, Any]) -> None:
-    args = ["rollout", "status", "deployment/web", "-n", lab["app"], "--timeout=90s"]
-    out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(lab["plane"].kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
+    kubectl(lab["plane"].kubeconfig, "rollout", "status", "deployment/web", "-n", lab["app"], "--timeout=90s")
 
 
 def test_the_standby_takes_over_from_a_killed_leader_and_the_incident_heals_once(
@@ -279,33 +270,6 @@ def trusted(lab: dict[str, Any], port: int) -> bool:
     return ssl.PEM_cert_to_DER_cert(bundle) == served_certificate(port)
 
 
-def stamped(lab: dict[str, Any], name: str) -> bool:
-    """kube-apiserver really calls the webhook (and trusts it): a server-side dry-run approval comes back stamped."""
-    patch = json.dumps({"spec": {"approval": {"decision": "Approved"}}})
-    args = [
-        "patch",
-        "incident",
-        name,
-        "-n",
-        lab["app"],
-        "--type",
-        "merge",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-p",
-        patch,
-    ]
-    out = subprocess.run(
-        ["kubectl", "--kubeconfig", str(lab["plane"].kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["spec"]["approval"].get("identity") == approvals.STAMP
-
-
 def test_only_the_leader_serves_the_admission_webhook_and_its_successor_takes_it_over(
     lab: dict[str, Any], tmp_path: pathlib.Path
 ) -> None:
@@ -327,6 +291,9 @@ def test_only_the_leader_serves_the_admission_webhook_and_its_successor_takes_it
             "AEGIS_METRICS_PORT": readiness[name].split(":")[2].split("/")[0],
         }
 
+    def stamped() -> bool:
+        return approval_stamped(lab["plane"].kubeconfig, lab["app"], "deployment-web")
+
     a = replica(lab, tmp_path, "aegis-a", **webhook_env("aegis-a"))
     wait_for(lambda: lease(lab).get("holder_identity") == "aegis-a", 30, what="aegis-a to lead")
     b = replica(lab, tmp_path, "aegis-b", **webhook_env("aegis-b"))
@@ -341,7 +308,7 @@ def test_only_the_leader_serves_the_admission_webhook_and_its_successor_takes_it
     body["metadata"] = {"name": "deployment-web", "namespace": lab["app"], "labels": body["metadata"]["labels"]}
     body.pop("status", None)
     lab["kube"].custom.create_namespaced_custom_object("aegis.dev", "v1alpha1", lab["app"], "incidents", body)
-    wait_for(lambda: stamped(lab, "deployment-web"), 30, what="kube-apiserver to call aegis-a")
+    wait_for(lambda: stamped(), 30, what="kube-apiserver to call aegis-a")
     for _ in range(3):  # the standby never rewrites the configuration
         time.sleep(RETRY)
         assert trusted(lab, ports["aegis-a"]) and not listening(ports["aegis-b"])
@@ -352,7 +319,7 @@ def test_only_the_leader_serves_the_admission_webhook_and_its_successor_takes_it
     wait_for(lambda: trusted(lab, ports["aegis-b"]), LEASE + RETRY + SLACK + 20, 0.1, "aegis-b's webhook")
     moved = time.monotonic() - killed
     assert http_status(readiness["aegis-b"]) == 200, "the new leader is not ready"
-    wait_for(lambda: stamped(lab, "deployment-web"), 30, what="kube-apiserver to call aegis-b")
+    wait_for(lambda: stamped(), 30, what="kube-apiserver to call aegis-b")
     called = time.monotonic() - killed
     print(
         f"\nwebhook: aegis-b's certificate in the configuration {moved:.1f}s after aegis-a was killed; "

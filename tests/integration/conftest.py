@@ -107,6 +107,20 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last value: {last!r}")
 
 
+def demo_windows(speed: float) -> dict[str, str]:
+    """The demo's speed-scaled windows (aegis/demo.py), as an operator subprocess reads them from its environment:
+    for a node side running ``speed`` times faster than real time."""
+    return {
+        "AEGIS_MAX_CONCURRENT_INCIDENTS": "8",
+        "AEGIS_MAX_APPLIES_PER_HOUR": "100",
+        "AEGIS_SETTLE_SECONDS": str(100 / speed),
+        "AEGIS_SHADOW_STABILITY_SECONDS": str(30 / speed),
+        "AEGIS_SHADOW_TIMEOUT_SECONDS": str(max(240 / speed, 15)),
+        "AEGIS_CONFIRM_STABILITY_SECONDS": str(60 / speed),
+        "AEGIS_CONFIRM_TIMEOUT_SECONDS": str(max(600 / speed, 30)),
+    }
+
+
 class Operator:
     """`kopf run -m handlers` as a real subprocess against the emulated cluster."""
 

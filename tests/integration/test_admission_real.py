@@ -52,7 +52,7 @@ import yaml
 from aegis import approvals, config, k8sgpt, shadow
 from aegis.kube import webhook
 from aegis.sim import analyzer, controlplane, scenarios
-from tests import factories
+from tests import factories, kube_cli
 from tests.integration.conftest import Operator, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.real]
@@ -229,26 +229,7 @@ class Lab:
         return 200, ""
 
     def dry_run_stamped(self, name: str) -> bool:
-        out = self.kubectl(
-            None,
-            [
-                "kubectl",
-                "patch",
-                "incident",
-                name,
-                "-n",
-                self.namespace,
-                "--type",
-                "merge",
-                "--dry-run=server",
-                "-o",
-                "json",
-                "-p",
-                json.dumps({"spec": {"approval": {"decision": "Approved"}}}),
-            ],
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)["spec"]["approval"].get("identity") == approvals.STAMP
+        return kube_cli.approval_stamped(self.plane.kubeconfig, self.namespace, name)
 
     # --- clean-up ------------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from aegis.sim import apiserver, cluster, scenarios
 from aegis.sim import client as sim_client
 from tests.fake_ollama import FakeOllama, Reply, json_reply
 from tests.integration import test_llm
-from tests.integration.conftest import Kube, Operator, wait_for
+from tests.integration.conftest import Kube, Operator, demo_windows, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,17 +45,11 @@ HEAL = scenarios.load(ROOT / "examples/incidents/bad-image-tag")  # Deployment w
 ESCALATE = scenarios.load(ROOT / "examples/incidents/missing-secret")  # Deployment ledger-db in billing
 SPEED = 10
 WAIT = 150.0  # generous: the machine is shared
-FAST = {  # the demo's speed-scaled windows (aegis/demo.py)
+FAST = {
     "AEGIS_MODE": "propose",
     "AEGIS_LLM_MODE": "explain",
     "AEGIS_LLM_TIMEOUT_SECONDS": "10",
-    "AEGIS_MAX_CONCURRENT_INCIDENTS": "8",
-    "AEGIS_MAX_APPLIES_PER_HOUR": "100",
-    "AEGIS_SETTLE_SECONDS": str(100 / SPEED),
-    "AEGIS_SHADOW_STABILITY_SECONDS": str(30 / SPEED),
-    "AEGIS_SHADOW_TIMEOUT_SECONDS": str(max(240 / SPEED, 15)),
-    "AEGIS_CONFIRM_STABILITY_SECONDS": str(60 / SPEED),
-    "AEGIS_CONFIRM_TIMEOUT_SECONDS": str(max(600 / SPEED, 30)),
+    **demo_windows(SPEED),
 }
 FAMILIES = (
     "aegis_incidents",
