@@ -61,10 +61,12 @@ _STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 
 def backends_starting(pods: list[Mapping[str, Any]], now: datetime.datetime, window: float) -> bool:
     """True when some pod is not ready, and every pod that is not ready is young and shows no failure:
-    scheduled, not terminating, no restarts, no container terminated, nothing waiting but for creation."""
+    scheduled, not terminating, no restarts, no container terminated, nothing waiting but for creation.
+    Also true while the only pods not ready are terminating: they are being replaced (a StatefulSet deletes its
+    pod before it makes the new one), and their replacement has not been created yet."""
     waiting_on = [p for p in pods if not _pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not waiting_on:
-        return False
+        return any(not _pod_ready(p) and (p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
     for pod in waiting_on:
         created = expiry.parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
         if created is None or (now - created).total_seconds() > window:

@@ -126,6 +126,20 @@ def test_a_service_report_waits_while_its_pods_are_only_starting() -> None:
     )
 
 
+def test_a_service_report_waits_while_its_only_pod_is_being_replaced() -> None:
+    """A StatefulSet deletes its pod before it creates the new one (seen on the real controller-manager while a
+    fix rolled out): a Service reported in that window is not a problem of its own yet."""
+    crashing = {"waiting": {"reason": "CrashLoopBackOff"}}
+    going = _pod_at(40, crashing, restarts=3)
+    going["metadata"]["deletionTimestamp"] = "2026-11-21T10:00:00Z"
+    assert intake.backends_starting([going], NOW, 10) is True
+    # A ready pod on its way out leaves nothing to wait for; a failing pod beside it decides now.
+    leaving_ready = _pod_at(40, {"running": {}}, ready="True")
+    leaving_ready["metadata"]["deletionTimestamp"] = "2026-11-21T10:00:00Z"
+    assert intake.backends_starting([leaving_ready], NOW, 10) is False
+    assert intake.backends_starting([going, _pod_at(30, crashing, restarts=2)], NOW, 10) is False
+
+
 def test_a_workload_report_no_longer_holds_once_fully_rolled_out() -> None:
     deploy = factories.deployment("shop", "web", "nginx:1.27", replicas=2)
     deploy["metadata"]["generation"] = 3
