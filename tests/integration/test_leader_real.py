@@ -79,7 +79,12 @@ class Pair:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if condition():
-                return time.monotonic()
+                seen, at = self.samples[0], time.monotonic()
+                # The sampler is another task: let it take one whole sample after this one, so ``changes``
+                # holds what was just seen (one sample runs without an await, so it saw this state or later).
+                while self.samples[0] == seen:
+                    await asyncio.sleep(0.001)
+                return at
             await asyncio.sleep(0.01)
         raise AssertionError(f"timed out after {within}s waiting for {what}; leaders: {self.leaders()}")
 
