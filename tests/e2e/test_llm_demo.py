@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_ollama import FakeOllama, Reply, json_reply
+from aegis.sim.ollama import FakeOllama, Reply, json_reply
 
 pytestmark = pytest.mark.e2e
 

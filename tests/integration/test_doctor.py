@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 
 from aegis.sim import apiserver, server
-from tests.fake_ollama import FakeOllama
+from aegis.sim.ollama import FakeOllama
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

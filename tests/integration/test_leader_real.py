@@ -71,6 +71,7 @@ class Pair:
     overlaps: list[tuple[float, list[str]]]
     samples: list[int]
     changes: list[tuple[float, str, bool]]  # (monotonic time, identity, leads)
+    sampled: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set after each whole sample
 
     def leaders(self) -> list[str]:
         return [name for name, e in self.electors.items() if e.leadership.is_leader]
@@ -79,11 +80,11 @@ class Pair:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if condition():
-                seen, at = self.samples[0], time.monotonic()
+                at = time.monotonic()
                 # The sampler is another task: let it take one whole sample after this one, so ``changes``
                 # holds what was just seen (one sample runs without an await, so it saw this state or later).
-                while self.samples[0] == seen:
-                    await asyncio.sleep(0.001)
+                self.sampled.clear()
+                await self.sampled.wait()
                 return at
             await asyncio.sleep(0.01)
         raise AssertionError(f"timed out after {within}s waiting for {what}; leaders: {self.leaders()}")
@@ -118,6 +119,7 @@ async def pair(real_control_plane: controlplane.ControlPlane, namespace: str) ->
                     last[name] = e.leadership.is_leader
                     result.changes.append((now, name, last[name]))
             result.samples[0] += 1
+            result.sampled.set()
             await asyncio.sleep(0.005)
 
     sampler = asyncio.create_task(sample())

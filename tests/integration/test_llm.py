@@ -19,7 +19,7 @@ import pytest
 
 from aegis import actions, config, models
 from aegis.llm import advisor, answers
-from tests.fake_ollama import FakeOllama, Reply, json_reply
+from aegis.sim.ollama import FakeOllama, Reply, json_reply
 
 pytestmark = pytest.mark.integration
 

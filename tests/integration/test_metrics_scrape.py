@@ -35,7 +35,7 @@ from aegis import metrics, models
 from aegis.llm import advisor
 from aegis.sim import apiserver, cluster, scenarios
 from aegis.sim import client as sim_client
-from tests.fake_ollama import FakeOllama, Reply, json_reply
+from aegis.sim.ollama import FakeOllama, Reply, json_reply
 from tests.integration import test_llm
 from tests.integration.conftest import Kube, Operator, demo_windows, wait_for
 

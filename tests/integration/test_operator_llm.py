@@ -18,8 +18,8 @@ import kubernetes
 import pytest
 
 from aegis.sim import server
+from aegis.sim.ollama import FakeOllama, Reply, json_reply
 from tests import factories
-from tests.fake_ollama import FakeOllama, Reply, json_reply
 from tests.integration.conftest import Kube, Operator, wait_for
 
 NS = "billing"
