@@ -4,8 +4,8 @@ It runs an aiohttp app on 127.0.0.1 in its own thread, so the real ``ChatOllama`
 (in the test's loop, in an operator subprocess or in the demo's threads) talks to it
 over HTTP. Every request body is recorded. What it answers is decided by a
 ``responder(request_json) -> Reply`` given by the test: a competent model, a model
-that talks nonsense, a slow one, an HTTP 500… Used by ``tests/integration``, ``tests/e2e``
-and ``aegis bench`` (its model under load).
+that talks nonsense, a slow one, an HTTP 500… Used by ``tests/integration`` and ``tests/e2e``;
+in the package (not under tests/) so a benchmark can run it from an installed AEGIS as well.
 """
 
 from __future__ import annotations
